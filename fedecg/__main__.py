@@ -1,0 +1,3 @@
+from fedecg.cli import main
+
+main()

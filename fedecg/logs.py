@@ -1,0 +1,15 @@
+"""Logging set-up for the CLI (library code only uses `logging.getLogger(__name__)`)."""
+
+from __future__ import annotations
+
+import logging
+
+from rich.logging import RichHandler
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(rich_tracebacks=False, show_path=False)], force=True)
+    for noisy in ("matplotlib", "numba", "PIL", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

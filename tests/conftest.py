@@ -1,0 +1,23 @@
+"""Shared fixtures. Real PTB-XL data comes only through $PTBXL_DIR (set by .ci/run); tests that need it skip
+with a clear reason when it is absent, so the default run passes on a fresh clone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def ptbxl_dir() -> Path:
+    """The real PTB-XL subset (PhysioNet layout) named by $PTBXL_DIR, or skip."""
+    value = os.environ.get("PTBXL_DIR")
+    if not value:
+        pytest.skip("PTBXL_DIR is not set: real PTB-XL data not available (.ci/run sets it from ../shared/ptbxl)")
+    path = Path(value)
+    if not (path / "ptbxl_database.csv").is_file():
+        pytest.skip(f"PTBXL_DIR={value} has no ptbxl_database.csv")
+    return path
