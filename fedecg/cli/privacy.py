@@ -1,7 +1,178 @@
-"""CLI commands for privacy (owner fills in)."""
+"""`fedecg privacy ...`: the privacy budget of a run (per site, per round) and noise planning."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
 
 import typer
 
+from fedecg.errors import FedECGError
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    if x is None:
+        return "-"
+    return "∞" if math.isinf(x) else format(x, spec)
+
+
+def budget(
+    run_dir: Path = typer.Argument(..., help="Run directory holding privacy_ledger.json."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON ({'sites': {site: {epsilon, delta, ...}}})."
+    ),
+    plot: bool = typer.Option(False, "--plot", help="Write a PNG of ε over rounds per site."),
+    plot_file: Path = typer.Option(
+        None, "--plot-file", help="PNG path (default RUN_DIR/privacy_budget.png)."
+    ),
+    accountant: str = typer.Option(
+        None, "--accountant", help="rdp or prv (default: what each site declared)."
+    ),
+    cross_check: bool = typer.Option(
+        False, "--cross-check", help="Also compute ε with Google dp-accounting."
+    ),
+) -> None:
+    """Per-site ε(δ) from the run's privacy ledger (Opacus RDP and PRV accountants)."""
+    from privacy.accounting import dp_accounting_epsilon, epsilon_over_rounds, run_budget
+    from privacy.ledger import load_ledger
+
+    ledger = load_ledger(run_dir)
+    result = run_budget(ledger, primary=accountant)
+    out = result.to_dict()
+    if cross_check:
+        for name, b in result.sites.items():
+            out["sites"][name]["epsilons"]["dp_accounting_pld"] = dp_accounting_epsilon(
+                b.history, b.delta, "pld"
+            )
+    if plot or plot_file:
+        from fedecg.io import atomic_write_bytes
+        from privacy.plots import epsilon_rounds_png
+
+        accs = {
+            k: accountant or (v.accountant if v.accountant in ("rdp", "prv") else "rdp")
+            for k, v in ledger.sites.items()
+        }
+        curves = {k: epsilon_over_rounds(v, accs[k]) for k, v in ledger.sites.items() if v.is_private}
+        acc = "/".join(sorted(set(accs.values())))
+        path = plot_file or Path(run_dir) / "privacy_budget.png"
+        atomic_write_bytes(
+            path, epsilon_rounds_png(curves, {k: v.delta for k, v in ledger.sites.items()}, acc)
+        )
+        out["plot"] = str(path)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Privacy budget of {run_dir}")
+    for col in (
+        "site",
+        "records",
+        "steps",
+        "σ",
+        "q",
+        "C",
+        "δ",
+        "ε",
+        "accountant",
+        "ε rdp",
+        "ε prv",
+        "ε reported",
+    ):
+        table.add_column(col, justify="right")
+    rows = list(result.sites.values()) + ([result.client_level] if result.client_level else [])
+    for b in rows:
+        name = b.site if b.level == "record" else f"{b.site} (client-level DP)"
+        table.add_row(
+            name,
+            str(b.n_records or "-"),
+            str(b.steps),
+            _fmt(b.noise_multiplier),
+            _fmt(b.sample_rate, ".4f"),
+            _fmt(b.max_grad_norm, ".2f"),
+            f"{b.delta:.1e}",
+            _fmt(b.epsilon),
+            b.accountant,
+            _fmt(b.epsilons.get("rdp")),
+            _fmt(b.epsilons.get("prv")),
+            _fmt(b.reported_epsilon),
+        )
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    console.print(
+        f"released model (record level, worst site): ε = {_fmt(result.release_epsilon)} "
+        f"at δ = {result.release_delta:.1e}"
+    )
+    if "plot" in out:
+        console.print(f"plot: {out['plot']}")
+
+
+def plan(
+    target_epsilon: float = typer.Option(..., "--target-epsilon", help="ε each site may spend in total."),
+    delta: float = typer.Option(1e-5, "--delta", help="δ (record level)."),
+    rounds: int = typer.Option(..., "--rounds", help="Federated rounds."),
+    local_steps: int = typer.Option(..., "--local-steps", help="DP-SGD steps per site per round."),
+    sample_rate: float = typer.Option(None, "--sample-rate", help="Poisson sampling rate q (all sites)."),
+    records: list[int] = typer.Option(
+        None, "--records", help="Records per site (repeat); q = batch/records."
+    ),
+    batch: int = typer.Option(None, "--batch", help="Expected batch size (with --records)."),
+    accountant: str = typer.Option("rdp", "--accountant", help="rdp or prv."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Noise multiplier σ each site needs so that rounds × local steps stay within the target ε at δ."""
+    from privacy.accounting import plan_noise_multiplier
+
+    if (sample_rate is None) == (not records):
+        raise FedECGError("give either --sample-rate or --records (with --batch)")
+    if records and not batch:
+        raise FedECGError("--records needs --batch (expected batch size)")
+    steps = rounds * local_steps
+    sites = (
+        {"all": sample_rate}
+        if sample_rate is not None
+        else {str(i): min(1.0, batch / n) for i, n in enumerate(records)}
+    )
+    out = {}
+    for name, q in sites.items():
+        out[name] = {
+            "sample_rate": q,
+            "steps": steps,
+            "target_epsilon": target_epsilon,
+            "delta": delta,
+            "noise_multiplier": plan_noise_multiplier(target_epsilon, delta, q, steps, accountant),
+            "accountant": accountant,
+        }
+    if as_json:
+        typer.echo(json.dumps({"sites": out}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"Noise for ε ≤ {target_epsilon} at δ = {delta:.0e} over {rounds}×{local_steps} steps"
+    )
+    for col in ("site", "records", "q", "steps", "σ needed"):
+        table.add_column(col, justify="right")
+    for i, (name, row) in enumerate(out.items()):
+        table.add_row(
+            name,
+            str(records[i]) if records else "-",
+            f"{row['sample_rate']:.4f}",
+            str(steps),
+            f"{row['noise_multiplier']:.3f}",
+        )
+    Console().print(table)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `fedecg privacy budget|plan`."""
+    group = typer.Typer(
+        help="Privacy budget accounting (Opacus RDP/PRV, cross-checked with dp-accounting).",
+        no_args_is_help=True,
+    )
+    group.command("budget")(budget)
+    group.command("plan")(plan)
+    app.add_typer(group, name="privacy")

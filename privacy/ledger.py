@@ -1,0 +1,197 @@
+"""The per-site privacy ledger of a run: every DP-SGD step a site took (RUN_DIR/privacy_ledger.json).
+
+File format (docs/INTERFACES.md)::
+
+    {"delta_policy": str | null,
+     "sites": {site: {"n_records": int, "delta": float, "max_grad_norm": float, "accountant": "rdp"|"prv",
+                      "history": [{"round": int, "noise_multiplier": float, "sample_rate": float,
+                                   "steps": int, "epsilon": float | null}]}},
+     "client_level": null | {"delta": float, "accountant": str, "max_grad_norm": float | null,
+                             "n_records": int | null (number of clients),
+                             "history": [{"round", "noise_multiplier", "sample_rate", "steps"}]}}
+
+One history entry = ``steps`` Poisson-subsampled Gaussian mechanisms with sampling rate ``sample_rate`` (q)
+and
+noise multiplier ``noise_multiplier`` (σ, noise std = σ · max_grad_norm). ``noise_multiplier == 0`` marks
+non-private training (ε = ∞). ``client_level`` (user-level DP over the federation's clients, if used) is kept
+apart from record-level site entries and accounted separately.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_json
+
+LEDGER_FILE = "privacy_ledger.json"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """``steps`` DP-SGD steps taken in ``round`` with noise multiplier σ and Poisson sampling rate q."""
+
+    round: int
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    epsilon: float | None = None  # what the client reported after this round (informational)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps,
+            "epsilon": self.epsilon,
+        }
+
+
+@dataclass(frozen=True)
+class SiteLedger:
+    """All DP steps of one site (or of the client-level mechanism when ``site == "client_level"``)."""
+
+    site: str
+    delta: float
+    history: tuple[LedgerEntry, ...]
+    n_records: int | None = None
+    max_grad_norm: float | None = None
+    accountant: str = "rdp"
+
+    @property
+    def steps(self) -> int:
+        return sum(e.steps for e in self.history)
+
+    @property
+    def rounds(self) -> tuple[int, ...]:
+        return tuple(sorted({e.round for e in self.history}))
+
+    @property
+    def is_private(self) -> bool:
+        """False when any step ran without noise (σ = 0): then ε = ∞."""
+        return all(e.noise_multiplier > 0 for e in self.history if e.steps > 0)
+
+    def mechanism_history(self, up_to_round: int | None = None) -> list[tuple[float, float, int]]:
+        """Opacus-style history ``[(σ, q, steps), ...]`` of entries with ``round <= up_to_round``."""
+        return [
+            (e.noise_multiplier, e.sample_rate, e.steps)
+            for e in self.history
+            if e.steps > 0 and (up_to_round is None or e.round <= up_to_round)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_records": self.n_records,
+            "delta": self.delta,
+            "max_grad_norm": self.max_grad_norm,
+            "accountant": self.accountant,
+            "history": [e.to_dict() for e in self.history],
+        }
+
+
+@dataclass(frozen=True)
+class PrivacyLedger:
+    """Record-level ledgers per site plus the optional client-level ledger."""
+
+    sites: dict[str, SiteLedger] = field(default_factory=dict)
+    client_level: SiteLedger | None = None
+    delta_policy: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delta_policy": self.delta_policy,
+            "sites": {k: v.to_dict() for k, v in self.sites.items()},
+            "client_level": None if self.client_level is None else self.client_level.to_dict(),
+        }
+
+
+def _num(obj: dict, key: str, where: str, kind: type, minimum: float | None = None, optional: bool = False):
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise FedECGError(f"{where}: missing key {key!r}")
+    try:
+        out = kind(value)
+    except (TypeError, ValueError) as exc:
+        raise FedECGError(f"{where}: key {key!r} is not a number ({value!r})") from exc
+    if isinstance(out, float) and math.isnan(out):
+        raise FedECGError(f"{where}: key {key!r} is NaN")
+    if minimum is not None and out < minimum:
+        raise FedECGError(f"{where}: key {key!r} = {out} is below {minimum}")
+    return out
+
+
+def _site_from_dict(site: str, obj: Any, where: str) -> SiteLedger:
+    if not isinstance(obj, dict):
+        raise FedECGError(f"{where}: expected an object, got {type(obj).__name__}")
+    history = obj.get("history", [])
+    if not isinstance(history, list):
+        raise FedECGError(f"{where}: 'history' must be a list")
+    entries = []
+    for i, h in enumerate(history):
+        w = f"{where}.history[{i}]"
+        if not isinstance(h, dict):
+            raise FedECGError(f"{w}: expected an object")
+        q = _num(h, "sample_rate", w, float, 0.0)
+        if q > 1:
+            raise FedECGError(f"{w}: sample_rate {q} > 1")
+        entries.append(
+            LedgerEntry(
+                round=_num(h, "round", w, int, 0),
+                noise_multiplier=_num(h, "noise_multiplier", w, float, 0.0),
+                sample_rate=q,
+                steps=_num(h, "steps", w, int, 0),
+                epsilon=_num(h, "epsilon", w, float, optional=True),
+            )
+        )
+    delta = _num(obj, "delta", where, float, 0.0)
+    if not 0 < delta < 1:
+        raise FedECGError(f"{where}: delta {delta} must lie in (0, 1)")
+    accountant = str(obj.get("accountant") or "rdp").lower()
+    return SiteLedger(
+        site=str(site),
+        delta=delta,
+        history=tuple(entries),
+        n_records=_num(obj, "n_records", where, int, 0, optional=True),
+        max_grad_norm=_num(obj, "max_grad_norm", where, float, 0.0, optional=True),
+        accountant=accountant,
+    )
+
+
+def ledger_from_dict(obj: Any, source: str = "privacy ledger") -> PrivacyLedger:
+    """Validate a parsed ledger; every problem raises :class:`FedECGError` naming ``source`` and the key."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("sites"), dict):
+        raise FedECGError(f"{source}: expected an object with a 'sites' object")
+    sites = {str(k): _site_from_dict(str(k), v, f"{source}: sites[{k!r}]") for k, v in obj["sites"].items()}
+    cl = obj.get("client_level")
+    client = None if cl is None else _site_from_dict("client_level", cl, f"{source}: client_level")
+    policy = obj.get("delta_policy")
+    return PrivacyLedger(
+        sites=sites, client_level=client, delta_policy=None if policy is None else str(policy)
+    )
+
+
+def ledger_path(run_dir_or_file: str | Path) -> Path:
+    p = Path(run_dir_or_file)
+    return p / LEDGER_FILE if p.is_dir() else p
+
+
+def load_ledger(run_dir_or_file: str | Path) -> PrivacyLedger:
+    """Read ``RUN_DIR/privacy_ledger.json`` (or the file itself)."""
+    path = ledger_path(run_dir_or_file)
+    if not path.is_file():
+        raise FedECGError(f"{path}: privacy ledger not found (is this a run directory?)")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FedECGError(f"{path}: cannot read privacy ledger: {exc}") from exc
+    return ledger_from_dict(obj, str(path))
+
+
+def save_ledger(path: str | Path, ledger: PrivacyLedger) -> None:
+    atomic_write_json(ledger_path(path), ledger.to_dict())
