@@ -21,3 +21,13 @@ def ptbxl_dir() -> Path:
     if not (path / "ptbxl_database.csv").is_file():
         pytest.skip(f"PTBXL_DIR={value} has no ptbxl_database.csv")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_ptbxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset in PTB-XL's layout (60 records, 4 sites, seed 0), shared by the session.
+
+    Built by ``ptbxl.demo.make_demo_dataset``; treat it as read-only (copy it before corrupting files)."""
+    from ptbxl.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "ptbxl", n_records=60, n_sites=4, seed=0)

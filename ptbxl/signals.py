@@ -1,0 +1,78 @@
+"""ECG signals: read a WFDB record in mV, take the model view, derive the 4 dependent limb leads.
+
+Formulas (Einthoven / Goldberger, exact for ideal leads):
+    III = II − I,  aVR = −(I + II)/2,  aVL = I − II/2,  aVF = II − I/2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedecg.errors import FedECGError
+from ptbxl.constants import FS, LEADS_12, MODEL_LEAD_INDEX, N_SAMPLES
+from ptbxl.layout import dataset_root
+
+
+def read_record(root: str | Path, filename: str) -> np.ndarray:
+    """Read one PTB-XL WFDB record (``filename`` relative to ``root``, no extension) as (12, L) float32 mV.
+
+    Leads come in PTB-XL order ``LEADS_12`` (names compared case-insensitively); values equal
+    ``wfdb.rdsamp(...)[0].T`` cast to float32. Raises FedECGError naming the record when it is missing,
+    unreadable, or has other leads."""
+    import wfdb
+
+    path = dataset_root(root) / filename
+    try:
+        record = wfdb.rdrecord(str(path))
+    except FileNotFoundError as exc:
+        raise FedECGError(f"record {filename}: file not found under {dataset_root(root)} ({exc})") from exc
+    except Exception as exc:  # wfdb raises ValueError/IndexError/etc. on corrupt files
+        raise FedECGError(f"record {filename}: cannot read WFDB record: {exc}") from exc
+    names = [str(n).upper() for n in (record.sig_name or [])]
+    if names != [n.upper() for n in LEADS_12]:
+        raise FedECGError(f"record {filename}: leads {record.sig_name} are not PTB-XL's {list(LEADS_12)}")
+    return np.ascontiguousarray(record.p_signal.T, dtype=np.float32)
+
+
+def model_view(sig12: np.ndarray, fs: int = FS) -> np.ndarray:
+    """The 8 model leads (I, II, V1..V6) at 100 Hz, 1000 samples from (..., 12, L) sampled at ``fs`` Hz.
+
+    A 500 Hz input is resampled with a polyphase anti-alias filter (scipy ``resample_poly``); shorter records are
+    zero-padded and longer ones cropped at the end to ``N_SAMPLES``. Returns float32."""
+    sig12 = np.asarray(sig12)
+    if sig12.shape[-2] != len(LEADS_12):
+        raise FedECGError(f"model_view expects 12 leads on axis -2, got shape {sig12.shape}")
+    x = sig12[..., list(MODEL_LEAD_INDEX), :]
+    if fs != FS:
+        from scipy.signal import resample_poly
+
+        x = resample_poly(x, FS, fs, axis=-1)
+    n = x.shape[-1]
+    if n > N_SAMPLES:
+        x = x[..., :N_SAMPLES]
+    elif n < N_SAMPLES:
+        pad = [(0, 0)] * (x.ndim - 1) + [(0, N_SAMPLES - n)]
+        x = np.pad(x, pad)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def derive_12_leads(x8: Any) -> Any:
+    """Full 12-lead view (..., 12, L) from the model view (..., 8, L) [I, II, V1..V6]; numpy or torch, any batch.
+
+    III = II − I, aVR = −(I + II)/2, aVL = I − II/2, aVF = II − I/2; same dtype/device as the input."""
+    if x8.shape[-2] != 8:
+        raise FedECGError(f"derive_12_leads expects 8 leads on axis -2, got shape {tuple(x8.shape)}")
+    lead_i, lead_ii, chest = x8[..., 0, :], x8[..., 1, :], x8[..., 2:, :]
+    limb = [lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2]
+    if _is_torch(x8):
+        import torch
+
+        return torch.cat([torch.stack(limb, dim=-2), chest], dim=-2)
+    return np.concatenate([np.stack(limb, axis=-2), chest], axis=-2)
