@@ -1,0 +1,202 @@
+"""Memorization audit of synthetic ECGs against the training records and an unseen holdout.
+
+Inputs are arrays ``(N, L, T)`` in mV (same leads and length for all three sets). Distances are the per-lead
+normalised Euclidean distance of :mod:`privacy.distances` (optionally its shift-tolerant variant).
+
+Metrics (s = a synthetic ECG, NN_k(s, R) = its k-th nearest record in set R, d = distance):
+
+- **DCR** (distance to closest record): DCR_R(s) = d(s, NN_1(s, R)). A generator that did not memorise is as
+  close to unseen data of the same distribution as to its training data. Two tests (H0: the generator's
+  output does not depend on which records were drawn into training, i.e. train and holdout are exchangeable):
+  * **primary, exact binomial test on the full sets**: k = #{s : DCR_train(s) < DCR_holdout(s)} with both DCRs
+    over the *full* train (N) and holdout (M) sets. Under H0 the closest of the N + M real records is a
+    training record with probability p0 = N / (N + M), so k ~ Binomial(n, p0); one-sided p-value
+    P[Bin(n, p0) ≥ k] (``scipy.stats.binomtest``, alternative "greater"). "Significant" = p < α (0.05).
+    This keeps all records (no dilution when N ≫ M); with N = M it is the familiar "share closer to train
+    vs 1/2" test.
+  * **secondary, one-sided Mann–Whitney U** (``scipy.stats.mannwhitneyu``, alternative "less") of DCR_train vs
+    DCR_holdout where the train reference is a random subset of the training records of the *same size* as
+    the holdout (DCR shrinks as a reference set grows, so unequal sizes would bias a distribution test). A
+    generator copying training records uniformly gives only m/(2N) + 1/2 of copies closer to the matched
+    subset, so this test is weaker when N ≫ M; it is reported, not used for the verdict.
+- **NNDR** (nearest-neighbour distance ratio): NNDR(s) = d(s, NN_1(s, train)) / d(s, NN_2(s, train)) over the
+  *full* training set, in [0, 1]; values near 0 mean s sits on one specific training record rather than in a
+  dense region. (0/0, i.e. duplicate training records, counts as 0.)
+- **Near-copy share** (Carlini et al. 2023 style extraction criterion, with the 2nd nearest neighbour as the
+  local scale): the share of synthetic ECGs with NNDR(s) < τ (default τ = 1/3: the nearest training record is
+  at least 3× closer than any other). The same share computed for real holdout ECGs against train is the
+  baseline false-positive rate of the criterion.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fedecg.errors import FedECGError
+from privacy.distances import Neighbours, lead_scales, nearest_neighbours, nearest_neighbours_shift_tolerant
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Settings of the memorization audit (all thresholds stated in the report)."""
+
+    near_copy_ratio: float = 1 / 3  # τ: NNDR below this = near-copy
+    alpha: float = 0.05  # significance level of the DCR tests
+    shift_tolerant: bool = False
+    max_lag: int = 10  # samples (100 ms at 100 Hz) for the shift-tolerant distance
+    n_worst: int = 6  # near-copies shown in the report
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MemorizationResult:
+    """Per-synthetic arrays and the summary statistics of one audit."""
+
+    dcr_train: np.ndarray  # (N,) to the full training set
+    dcr_holdout: np.ndarray  # (N,) to the full holdout set
+    train_nn: Neighbours  # (N, 2) over the full training set
+    nndr: np.ndarray  # (N,)
+    baseline_nndr: np.ndarray  # (M,) holdout → full train
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def near_copy_share(self) -> float:
+        return float(self.summary["near_copy_share"])
+
+
+def _nndr(nn: Neighbours) -> np.ndarray:
+    d1, d2 = nn.distance[:, 0], nn.distance[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(d2 > 0, d1 / d2, 0.0)
+    return np.clip(r, 0.0, 1.0)
+
+
+def _stats(x: np.ndarray) -> dict:
+    return {
+        "mean": float(np.mean(x)),
+        "median": float(np.median(x)),
+        "p05": float(np.quantile(x, 0.05)),
+        "min": float(np.min(x)),
+    }
+
+
+def _search(q, ref, scales, cfg: AuditConfig, k: int, device) -> Neighbours:
+    if cfg.shift_tolerant:
+        return nearest_neighbours_shift_tolerant(q, ref, k, scales, cfg.max_lag, device)
+    return nearest_neighbours(q, ref, k=k, scales=scales, device=device)
+
+
+def dcr_tests(
+    dcr_train: np.ndarray,
+    dcr_holdout: np.ndarray,
+    n_train: int,
+    n_holdout: int,
+    matched_train: np.ndarray | None = None,
+    matched_holdout: np.ndarray | None = None,
+    alpha: float = 0.05,
+) -> dict:
+    """Binomial test of the share closer to train (full sets, null p0 = N/(N+M)) and Mann–Whitney U on the
+    size-matched DCRs (module docstring)."""
+    from scipy.stats import binomtest, mannwhitneyu
+
+    closer = int(np.sum(dcr_train < dcr_holdout))
+    n = len(dcr_train)
+    p0 = n_train / (n_train + n_holdout)
+    bt = binomtest(closer, n, p0, alternative="greater")
+    out = {
+        "share_closer_to_train": closer / n,
+        "closer_to_train": closer,
+        "n": n,
+        "binomial": {"p_value": float(bt.pvalue), "null_share": p0},
+        "alpha": alpha,
+        "significant": bool(bt.pvalue < alpha),
+    }
+    if matched_train is not None and matched_holdout is not None:
+        mw = mannwhitneyu(matched_train, matched_holdout, alternative="less")
+        out["mannwhitney_u"] = {
+            "statistic": float(mw.statistic),
+            "p_value": float(mw.pvalue),
+            "reference_size": None,
+        }
+    return out
+
+
+def memorization_audit(
+    synthetic: np.ndarray,
+    train: np.ndarray,
+    holdout: np.ndarray,
+    cfg: AuditConfig | None = None,
+    device: torch.device | str = "cpu",
+    train_ids: np.ndarray | None = None,
+) -> MemorizationResult:
+    """Run DCR, NNDR and near-copy metrics (module docstring) and return arrays plus a JSON-able summary."""
+    cfg = cfg or AuditConfig()
+    shapes = {a.shape[1:] for a in (synthetic, train, holdout)}
+    if len(shapes) != 1:
+        raise FedECGError(f"synthetic, train and holdout must share (leads, samples); got {sorted(shapes)}")
+    if len(train) < 2:
+        raise FedECGError("the memorization audit needs at least 2 training records")
+    rng = np.random.default_rng(cfg.seed)
+    scales = lead_scales(train)
+    m = min(len(train), len(holdout))
+    train_sub = np.sort(rng.choice(len(train), m, replace=False)) if len(train) > m else np.arange(len(train))
+    hold_sub = np.sort(rng.choice(len(holdout), m, replace=False)) if len(holdout) > m else np.arange(m)
+    log.info(
+        "audit: %d synthetic vs %d train (%d size-matched) and %d holdout",
+        len(synthetic),
+        len(train),
+        m,
+        len(holdout),
+    )
+    nn = _search(synthetic, train, scales, cfg, 2, device)
+    nndr = _nndr(nn)
+    dcr_t = nn.distance[:, 0]
+    dcr_h = _search(synthetic, holdout, scales, cfg, 1, device).distance[:, 0]
+    matched_t = _search(synthetic, train[train_sub], scales, cfg, 1, device).distance[:, 0]
+    matched_h = _search(synthetic, holdout[hold_sub], scales, cfg, 1, device).distance[:, 0]
+    base_nn = _search(holdout, train, scales, cfg, 2, device)
+    base_nndr = _nndr(base_nn)
+    tests = dcr_tests(dcr_t, dcr_h, len(train), len(holdout), matched_t, matched_h, cfg.alpha)
+    tests["mannwhitney_u"]["reference_size"] = m
+    near = nndr < cfg.near_copy_ratio
+    worst = np.argsort(nndr, kind="stable")[: cfg.n_worst]
+    ids = None if train_ids is None else np.asarray(train_ids)
+    summary = {
+        "distance": "shift-tolerant normalised Euclidean" if cfg.shift_tolerant else "normalised Euclidean",
+        "max_lag_samples": cfg.max_lag if cfg.shift_tolerant else 0,
+        "n_synthetic": len(synthetic),
+        "n_train": len(train),
+        "n_holdout": len(holdout),
+        "dcr": {
+            "train": _stats(dcr_t),
+            "holdout": _stats(dcr_h),
+            "baseline_holdout_to_train": _stats(base_nn.distance[:, 0]),
+            **tests,
+        },
+        "nndr": {**_stats(nndr), "baseline_holdout": _stats(base_nndr)},
+        "near_copy_share": float(near.mean()),
+        "near_copy": {
+            "threshold": cfg.near_copy_ratio,
+            "criterion": "d(s, NN1_train) / d(s, NN2_train) < threshold",
+            "count": int(near.sum()),
+            "baseline_holdout_share": float((base_nndr < cfg.near_copy_ratio).mean()),
+            "worst": [
+                {
+                    "synthetic_index": int(i),
+                    "train_index": int(nn.index[i, 0]),
+                    "train_ecg_id": None if ids is None else ids[nn.index[i, 0]].item(),
+                    "d1": float(nn.distance[i, 0]),
+                    "d2": float(nn.distance[i, 1]),
+                    "nndr": float(nndr[i]),
+                }
+                for i in worst
+            ],
+        },
+    }
+    return MemorizationResult(dcr_t, dcr_h, nn, nndr, base_nndr, summary)

@@ -1,0 +1,83 @@
+"""privacy.audit: planted memorization is flagged; a generator of unseen records is not."""
+
+import numpy as np
+import pytest
+
+from fedecg.errors import FedECGError
+from privacy.audit import AuditConfig, dcr_tests, memorization_audit
+
+
+def _population(n, seed, t=250):
+    """ECG-like random records: a quasi-periodic beat train per lead plus noise (mV)."""
+    rng = np.random.default_rng(seed)
+    tt = np.arange(t) / 100.0
+    hr = rng.uniform(0.9, 1.6, (n, 1, 1))
+    phase = rng.uniform(0, 1, (n, 1, 1))
+    beat = np.exp(-(((tt * hr + phase) % 1.0 - 0.5) ** 2) / 0.002)
+    amp = rng.normal(1.0, 0.3, (n, 8, 1))
+    return (amp * beat + 0.15 * rng.standard_normal((n, 8, t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    pop = _population(450, 0)
+    return pop[:250], pop[250:350], pop[350:]  # train, holdout, fresh (unseen, same distribution)
+
+
+def test_generator_returning_training_records_is_flagged(sets):
+    train, holdout, _ = sets
+    rng = np.random.default_rng(1)
+    synthetic = train[rng.choice(len(train), 60, replace=False)]
+    res = memorization_audit(synthetic, train, holdout, AuditConfig(seed=0))
+    assert res.near_copy_share == pytest.approx(1.0)
+    assert res.summary["dcr"]["significant"]
+    assert res.summary["dcr"]["share_closer_to_train"] == 1.0
+    assert res.summary["dcr"]["binomial"]["p_value"] < 1e-6  # (250/350)^60
+    assert res.summary["near_copy"]["baseline_holdout_share"] < 0.05
+    assert res.summary["nndr"]["median"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_generator_returning_unseen_records_is_not_flagged(sets):
+    train, holdout, fresh = sets
+    res = memorization_audit(fresh[:60], train, holdout, AuditConfig(seed=0))
+    assert res.near_copy_share <= 0.05
+    assert not res.summary["dcr"]["significant"]
+    assert abs(res.summary["dcr"]["share_closer_to_train"] - 250 / 350) < 0.2
+    assert res.summary["nndr"]["median"] > 0.8
+
+
+def test_noisy_copies_are_caught_and_report_names_the_train_record(sets):
+    train, holdout, _ = sets
+    rng = np.random.default_rng(2)
+    idx = rng.choice(len(train), 20, replace=False)
+    synthetic = train[idx] + 0.02 * rng.standard_normal(train[idx].shape).astype(np.float32)
+    ids = np.arange(1000, 1000 + len(train))
+    res = memorization_audit(synthetic, train, holdout, AuditConfig(n_worst=3), train_ids=ids)
+    assert res.near_copy_share == pytest.approx(1.0)
+    worst = res.summary["near_copy"]["worst"][0]
+    assert worst["train_ecg_id"] == 1000 + idx[worst["synthetic_index"]]
+
+
+def test_shift_tolerant_audit_catches_shifted_copies(sets):
+    train, holdout, _ = sets
+    synthetic = np.roll(train[:30], 5, axis=2)
+    plain = memorization_audit(synthetic, train, holdout, AuditConfig())
+    tolerant = memorization_audit(synthetic, train, holdout, AuditConfig(shift_tolerant=True, max_lag=8))
+    assert tolerant.near_copy_share == pytest.approx(1.0)
+    assert tolerant.near_copy_share > plain.near_copy_share
+
+
+def test_dcr_tests_known_values():
+    t, h = np.array([0.1, 0.2, 0.3, 0.4]), np.array([1.0, 1.1, 1.2, 1.3])
+    out = dcr_tests(t, h, n_train=10, n_holdout=10, matched_train=t, matched_holdout=h)
+    assert out["share_closer_to_train"] == 1.0
+    assert out["binomial"]["p_value"] == pytest.approx(1 / 16)
+    assert out["mannwhitney_u"]["statistic"] == 0.0
+    # a 3:1 train:holdout split makes "closer to train" the expected outcome: 4 of 4 is then weak evidence
+    assert dcr_tests(t, h, n_train=30, n_holdout=10)["binomial"]["p_value"] == pytest.approx(0.75**4)
+
+
+def test_mismatched_shapes_raise(sets):
+    train, holdout, _ = sets
+    with pytest.raises(FedECGError, match="share"):
+        memorization_audit(train[:5, :4], train, holdout)
