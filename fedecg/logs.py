@@ -11,5 +11,6 @@ def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(rich_tracebacks=False, show_path=False)], force=True)
+    logging.getLogger("flwr").propagate = False  # Flower logs through its own console handler
     for noisy in ("matplotlib", "numba", "PIL", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -38,6 +38,14 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Entry point: run the app; a FedECGError becomes one readable line and exit code 2."""
+    import warnings
+
+    # Known-harmless library chatter (the CLI only; library code leaves warning filters alone).
+    warnings.filterwarnings("ignore", message="Secure RNG turned off")
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module="wfdb")
     try:
         app()
     except FedECGError as exc:

@@ -1,0 +1,172 @@
+"""Local training and validation at one site: plain functions, no Flower (the ClientApp only adapts them).
+
+One round at a site = load the global weights into a fresh denoiser, run ``train.local_steps`` optimizer steps
+of the conditional SSSD-MIDT loss (eps-MSE + lambda * Mel loss, see sssd.losses) with AdamW, then return the
+plain denoiser's weights. Non-private: shuffled mini-batches, global-norm gradient clipping, fp16 autocast +
+GradScaler on CUDA. Private (DP-SGD, Opacus): Poisson sampling with rate q = batch_size / n_train, per-sample
+clipping to ``dp.max_grad_norm`` and Gaussian noise ``sigma * max_grad_norm``; each drawn batch is one
+accounted step (an empty Poisson batch still counts, conservatively).
+
+Randomness is explicit: every draw (batches, timesteps, diffusion noise, DP noise) comes from generators seeded
+by ``(seed, round, site)``, so a resumed run reproduces an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedecg.config import ScenarioConfig
+from fedecg.device import autocast
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalResult:
+    state: dict[str, np.ndarray]
+    metrics: dict[str, float]
+    dp_entry: dict | None  # {"noise_multiplier", "sample_rate", "steps", "max_grad_norm"} when DP was used
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts (seed, round, site name...), independent of PYTHONHASHSEED."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def build_model(model_cfg, state: dict[str, np.ndarray] | None, device: torch.device):
+    from sssd.model import SSSDDenoiser
+
+    model = SSSDDenoiser(model_cfg)
+    if state is not None:
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
+    return model.to(device)
+
+
+def state_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    from sssd.model import unwrap
+
+    return {k: v.detach().cpu().numpy().copy() for k, v in unwrap(model).state_dict().items()}
+
+
+def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig, *, server_round: int,
+                site: str, device: torch.device, noise_multiplier: float | None = None,
+                proximal_mu: float = 0.0) -> LocalResult:
+    """Train one round at a site. ``noise_multiplier`` given ⇔ DP-SGD (the caller chose sigma)."""
+    from torch.utils.data import DataLoader
+
+    from ptbxl.dataset import ECGTorchDataset
+    from sssd.diffusion import Schedule
+    from sssd.losses import diffusion_loss
+
+    model_cfg = cfg.model.resolve()
+    seed = derive_seed(cfg.seed, server_round, site)
+    data_gen = torch.Generator().manual_seed(seed)
+    loss_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    model = build_model(model_cfg, global_state, device)
+    model.train()
+    schedule = Schedule.from_config(model_cfg, device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    dataset = ECGTorchDataset(arrays)
+    n = len(dataset)
+    batch = min(cfg.train.batch_size, n)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=data_gen, drop_last=False)
+    private = noise_multiplier is not None
+    if private:
+        from opacus import PrivacyEngine
+
+        engine = PrivacyEngine(accountant=cfg.dp.accountant)
+        noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
+        model, optimizer, loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
+            max_grad_norm=cfg.dp.max_grad_norm, poisson_sampling=True, noise_generator=noise_gen)
+    anchor = None
+    if proximal_mu > 0:
+        anchor = [p.detach().clone() for p in model.parameters()]
+    use_amp = cfg.train.amp and device.type == "cuda" and not private
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+
+    sums = {"loss": 0.0, "eps": 0.0, "mel": 0.0}
+    counted = 0
+    steps = 0
+    t0 = time.perf_counter()
+    while steps < cfg.train.local_steps:
+        for x, labels, demo, demo_mask in loader:
+            if steps >= cfg.train.local_steps:
+                break
+            steps += 1
+            if x.shape[0] == 0:  # empty Poisson batch: nothing to learn, still an accounted step
+                continue
+            x, labels, demo, demo_mask = (t.to(device) for t in (x, labels, demo, demo_mask))
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, enabled=use_amp):
+                loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg,
+                                             generator=loss_gen)
+                if anchor is not None:
+                    prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                    loss = loss + 0.5 * proximal_mu * prox
+            if not torch.isfinite(loss):
+                from fedecg.errors import FedECGError
+
+                raise FedECGError(f"site {site}: training loss became {loss.item()} at round {server_round}, "
+                                  f"step {steps}; lower train.lr")
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if not private and cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+            sums["loss"] += float(loss.detach())
+            sums["eps"] += float(parts.get("eps", parts.get("eps_loss", 0.0)))
+            sums["mel"] += float(parts.get("mel", parts.get("mel_loss", 0.0)))
+            counted += 1
+    seconds = time.perf_counter() - t0
+    denom = max(counted, 1)
+    metrics = {"train-loss": sums["loss"] / denom, "eps-loss": sums["eps"] / denom,
+               "mel-loss": sums["mel"] / denom, "steps": float(steps), "train-seconds": seconds}
+    dp_entry = None
+    if private:
+        dp_entry = {"noise_multiplier": float(noise_multiplier), "sample_rate": batch / n, "steps": steps,
+                    "max_grad_norm": cfg.dp.max_grad_norm}
+    return LocalResult(state=state_to_numpy(model), metrics=metrics, dp_entry=dp_entry)
+
+
+@torch.no_grad()
+def validate_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig, *, site: str,
+                   device: torch.device) -> dict[str, float]:
+    """Mean diffusion loss of the global model on the site's validation records (fixed noise and timesteps)."""
+    from sssd.diffusion import Schedule
+    from sssd.losses import diffusion_loss
+
+    model_cfg = cfg.model.resolve()
+    model = build_model(model_cfg, global_state, device).eval()
+    schedule = Schedule.from_config(model_cfg, device=device)
+    gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "validation", site))
+    n = len(arrays.ecg_ids)
+    bs = cfg.train.batch_size
+    sums = {"loss": 0.0, "eps": 0.0, "mel": 0.0}
+    total = 0
+    for start in range(0, min(n, bs * cfg.train.eval_batches), bs):
+        sl = slice(start, start + bs)
+        x, labels, demo, demo_mask = (torch.as_tensor(np.asarray(a[sl]), device=device)
+                                      for a in (arrays.x, arrays.labels, arrays.demo, arrays.demo_mask))
+        loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg, generator=gen)
+        k = x.shape[0]
+        sums["loss"] += float(loss) * k
+        sums["eps"] += float(parts.get("eps", parts.get("eps_loss", 0.0))) * k
+        sums["mel"] += float(parts.get("mel", parts.get("mel_loss", 0.0))) * k
+        total += k
+    total = max(total, 1)
+    return {"val-loss": sums["loss"] / total, "val-eps-loss": sums["eps"] / total,
+            "val-mel-loss": sums["mel"] / total, "num-examples": float(total)}

@@ -1,0 +1,282 @@
+"""The typed run configuration: one frozen dataclass tree built once from a scenario YAML plus ``key=value``
+overrides, saved into every run directory and checkpoint, and sent to clients as JSON inside the train config.
+
+Override keys are dotted paths into the tree (``train.local_steps=5``, ``dp.enabled=true``,
+``model.mel_lambda=0``) plus short aliases for the common ones (``rounds``, ``local_steps``, ``dp``,
+``model`` (preset name), ``noise_multiplier``, ``strategy``, ``dataset``, ``seed``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedecg.errors import FedECGError
+from ptbxl.partition import PartitionConfig  # the data layer's own partition settings
+
+ALIASES = {
+    "rounds": "rounds",
+    "local_steps": "train.local_steps",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "dp": "dp.enabled",
+    "noise_multiplier": "dp.noise_multiplier",
+    "target_epsilon": "dp.target_epsilon",
+    "max_grad_norm": "dp.max_grad_norm",
+    "strategy": "strategy.name",
+    "dataset": "dataset",
+    "seed": "seed",
+    "model": "model.preset",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model preset name plus per-field overrides (resolved by sssd.config.model_preset)."""
+
+    preset: str = "tiny"
+    overrides: dict = field(default_factory=dict)
+
+    def resolve(self):
+        from sssd.config import model_preset
+
+        try:
+            return model_preset(self.preset, **self.overrides)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise FedECGError(f"model config: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training at each site, per round."""
+
+    local_steps: int = 10  # optimizer steps per round (Poisson batches under DP)
+    batch_size: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # non-private runs; DP runs clip per sample with dp.max_grad_norm
+    amp: bool = True  # CUDA: fp16 autocast + GradScaler (non-DP only); ignored on CPU
+    device: str = "auto"
+    threads: int = 0  # torch threads per client (0 = leave as is)
+    eval_batches: int = 2  # batches of the site's validation split scored in evaluate
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Record-level DP-SGD at each site (Opacus)."""
+
+    enabled: bool = False
+    noise_multiplier: float = 1.0  # used when target_epsilon is 0
+    target_epsilon: float = 0.0  # > 0: choose sigma so the whole run spends exactly this at delta
+    delta: float = 0.0  # 0: delta = 1 / n_site_train
+    max_grad_norm: float = 1.0
+    accountant: str = "rdp"  # rdp | prv
+    budget_epsilon: float = 0.0  # a site refuses to train once its epsilon would exceed this (0: target or none)
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Server-side aggregation (Flower strategies) and reply validation."""
+
+    name: str = "fedavg"  # fedavg | fedprox | fedadam | fedyogi
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_train_nodes: int = 2
+    min_available_nodes: int = 2
+    min_replies: int = 1  # a round with fewer accepted replies keeps the previous model
+    proximal_mu: float = 0.01  # fedprox
+    eta: float = 1e-2  # fedadam / fedyogi server learning rate
+    eta_l: float = 1e-2
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
+    max_update_norm: float = 1e3  # replies whose update ||w_site - w_global|| exceeds this are rejected
+    round_timeout_s: float = 3600.0
+    client_dp: bool = False  # Flower's DifferentialPrivacyServerSideFixedClipping (client-level DP)
+    client_dp_noise: float = 1.0
+    client_dp_clip: float = 10.0
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Simulation Engine resources."""
+
+    client_cpus: int = 1  # Ray resources per client: on 2 cores, two clients at a time
+    client_gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    synthesize: int = 8  # ECGs synthesized at the end of a run (0 = none)
+    sampler: str = "ddim"
+    sampler_steps: int = 20
+    keep_checkpoints: int = 0  # 0 = keep every round's checkpoint
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """One federated run."""
+
+    name: str = "run"
+    dataset: str = "demo"  # a PTB-XL-layout folder, or "demo" (the built-in demo data, generated on demand)
+    rounds: int = 3
+    seed: int = 0
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> ScenarioConfig:
+        return _build(cls, data, source)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config") -> ScenarioConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FedECGError(f"{source}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data, source)
+
+    def validate(self) -> ScenarioConfig:
+        checks = [
+            (self.rounds >= 1, "rounds must be >= 1"),
+            (self.train.local_steps >= 1, "train.local_steps must be >= 1"),
+            (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
+            (self.train.lr > 0, "train.lr must be > 0"),
+            (self.strategy.name in ("fedavg", "fedprox", "fedadam", "fedyogi"),
+             "strategy.name must be fedavg, fedprox, fedadam or fedyogi"),
+            (self.dp.accountant in ("rdp", "prv"), "dp.accountant must be rdp or prv"),
+            (self.dp.noise_multiplier > 0 or self.dp.target_epsilon > 0 or not self.dp.enabled,
+             "dp.noise_multiplier must be > 0 (or set dp.target_epsilon)"),
+            (self.dp.max_grad_norm > 0, "dp.max_grad_norm must be > 0"),
+            (0 <= self.dp.delta < 1, "dp.delta must be in [0, 1)"),
+            (0 < self.strategy.fraction_train <= 1, "strategy.fraction_train must be in (0, 1]"),
+            (self.strategy.min_replies >= 1, "strategy.min_replies must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise FedECGError(f"scenario {self.name!r}: {msg}")
+        self.model.resolve()
+        return self
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> ScenarioConfig:
+    """Read a scenario YAML, apply ``key=value`` overrides, validate. Relative dataset paths are resolved
+    against the YAML's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FedECGError(f"scenario file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise FedECGError(f"scenario {path}: invalid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise FedECGError(f"scenario {path}: top level must be a mapping")
+    data = apply_overrides(data, overrides or [])
+    ds = data.get("dataset")
+    if isinstance(ds, str) and ds not in ("demo",) and not Path(ds).is_absolute():
+        candidate = (path.parent / ds).resolve()
+        data["dataset"] = str(candidate if candidate.exists() else Path(ds).resolve())
+    data.setdefault("name", path.stem)
+    return ScenarioConfig.from_dict(data, str(path)).validate()
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key=value`` strings (YAML-typed values) to a nested dict, returning a new dict."""
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise FedECGError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        key = ALIASES.get(key.strip(), key.strip())
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        if parts[0] == "model" and len(parts) == 2 and parts[1] != "preset":
+            parts = ["model", "overrides", parts[1]]
+        node = data
+        if parts[0] == "model" and isinstance(node.get("model"), str):
+            node["model"] = {"preset": node["model"]}
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise FedECGError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def _build(cls, data: Any, where: str):
+    if cls is ModelSpec and isinstance(data, str):
+        return ModelSpec(preset=data)
+    if not isinstance(data, dict):
+        raise FedECGError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise FedECGError(f"{where}: unknown key(s) {', '.join(unknown)} in {cls.__name__} "
+                          f"(known: {', '.join(known)})")
+    kwargs = {}
+    for name, value in data.items():
+        f = known[name]
+        sub = _SECTIONS.get(name) if cls is ScenarioConfig else None
+        if sub is not None:
+            kwargs[name] = _build(sub, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(f, value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
+    typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if typ == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if typ == "float":
+            return float(value)
+        if typ == "str":
+            return str(value)
+        if typ == "dict":
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError) as exc:
+        raise FedECGError(f"{where}: expected {typ}, got {value!r}") from exc
+    return value
+
+
+_SECTIONS = {
+    "partition": PartitionConfig,
+    "model": ModelSpec,
+    "train": TrainConfig,
+    "dp": DPConfig,
+    "strategy": StrategyConfig,
+    "simulation": SimulationConfig,
+    "output": OutputConfig,
+}

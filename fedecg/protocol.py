@@ -1,0 +1,37 @@
+"""Message keys and the egress allow-list shared by client/ and server/ (one place, as in Flower's template).
+
+What may leave a site: the model's parameters (``arrays``), aggregate scalar metrics whose names are listed
+in ``ALLOWED_METRICS``, and the site's public name (``site-info``). Never records, never per-record values.
+"""
+
+ARRAYS = "arrays"  # ArrayRecord: the plain denoiser's state_dict (no Opacus prefix, no schedule buffers)
+CONFIG = "config"  # ConfigRecord sent by the server
+METRICS = "metrics"  # MetricRecord replied by a site
+SITE_INFO = "site-info"  # ConfigRecord replied by a site: {"site": str, "status": str, "message": str}
+
+RUN_CONFIG_JSON = "fedecg-config"  # in CONFIG: the ScenarioConfig as JSON
+RUN_NAME = "run-name"  # in CONFIG: stable run identity (survives --resume), keys a site's privacy ledger
+MANIFEST_PATH = "manifest-path"  # in CONFIG, simulation only: where partition-id → ecg_ids is read
+SIM_STATE_ROOT = "sim-state-root"  # in CONFIG, simulation only: where simulated nodes keep their ledger files
+SERVER_ROUND = "server-round"  # injected by Flower strategies
+PROXIMAL_MU = "proximal-mu"  # injected by FedProx
+
+NUM_EXAMPLES = "num-examples"  # Flower's weighting key
+
+# Aggregate metrics a site may report. Anything else in an outgoing MetricRecord is blocked by the egress guard.
+ALLOWED_METRICS = frozenset({
+    NUM_EXAMPLES,
+    "train-loss", "eps-loss", "mel-loss", "val-loss", "val-eps-loss", "val-mel-loss",
+    "steps", "train-seconds",
+    "epsilon", "delta", "dp-enabled", "dp-steps", "dp-sample-rate", "dp-noise-multiplier",
+    "dp-max-grad-norm", "dp-rounds", "refused",
+})
+
+# Node-config keys
+NODE_DATA_DIR = "data-dir"  # deployment: this site's PTB-XL-layout folder
+NODE_SITE_NAME = "site-name"  # deployment: public name of the site (default: the folder name)
+NODE_STATE_DIR = "state-dir"  # deployment: where the site keeps its privacy ledger (default: <data-dir>/.fedecg)
+NODE_PARTITION_ID = "partition-id"  # simulation (set by Flower)
+
+STATUS_OK = "ok"
+STATUS_REFUSED = "refused"  # privacy budget spent

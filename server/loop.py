@@ -1,0 +1,269 @@
+"""The federated round loop run by the ServerApp.
+
+Per round: configure (Flower strategy: node sampling, FedProx mu) → send the global weights and the run config →
+validate every reply (server.validation) → aggregate the accepted ones with the strategy, in a fixed site order →
+federated evaluation (validation loss at the sites) → append metrics, update the privacy ledger, write the
+checkpoint atomically. A round with fewer than ``strategy.min_replies`` accepted replies keeps the previous model.
+Starting from an existing run directory continues after its last checkpointed round (``--resume``); with the same
+seed the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedecg import protocol as P
+from fedecg.config import ScenarioConfig
+from fedecg.errors import FedECGError
+from fedecg.io import append_jsonl, atomic_write_json
+from server.rundir import CHECKPOINT_FORMAT, RunDir
+from server.strategies import build_strategy, restore_strategy_state, strategy_state
+from server.validation import Verdict, check_reply, site_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    run_dir: str
+    run_name: str
+    simulation: bool  # send manifest path / node-state root to simulated nodes
+    show_progress: bool = False
+
+
+def initial_state(cfg: ScenarioConfig) -> dict[str, np.ndarray]:
+    """Freshly initialised denoiser weights, deterministic in the run seed (global RNG untouched)."""
+    import torch
+
+    from client.training import derive_seed
+    from sssd.model import SSSDDenoiser
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        model = SSSDDenoiser(cfg.model.resolve())
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
+    """Run (or continue) the rounds of a prepared run directory. Returns the final global weights."""
+    from flwr.app import Array, ArrayRecord, ConfigRecord
+
+    rd = RunDir(settings.run_dir)
+    cfg = rd.read_config()
+    ckpt = rd.load_latest()
+    if ckpt is not None:
+        start = int(ckpt["round"])
+        weights = {k: v.detach().cpu().numpy() for k, v in ckpt["state_dict"].items()}
+        ledger = ckpt.get("privacy_ledger") or _new_ledger(cfg)
+        rd.truncate_metrics(start)
+        log.info("resuming %s after round %d of %d", rd.path, start, cfg.rounds)
+    else:
+        start, weights, ledger = 0, initial_state(cfg), _new_ledger(cfg)
+    n_expected = _expected_sites(rd)
+    strategy = build_strategy(cfg, num_sampled=n_expected or cfg.strategy.min_train_nodes,
+                              max_nodes=n_expected or None)
+    if ckpt is not None:
+        restore_strategy_state(strategy, ckpt.get("strategy_state", {}))
+    rd.write_status("running", round=start)
+
+    base_config = {P.RUN_CONFIG_JSON: cfg.to_json(), P.RUN_NAME: settings.run_name}
+    if settings.simulation:
+        base_config[P.MANIFEST_PATH] = str(rd.manifest_path.resolve())
+        base_config[P.SIM_STATE_ROOT] = str((rd.path / "node-state").resolve())
+
+    progress = _progress(settings.show_progress, cfg.rounds, start)
+    empty_rounds: list[int] = []
+    try:
+        for rnd in range(start + 1, cfg.rounds + 1):
+            t0 = time.perf_counter()
+            random.seed(json.dumps([cfg.seed, rnd]))  # Flower samples nodes with `random`: make it reproducible
+            arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})
+            train_msgs = list(strategy.configure_train(rnd, arrays, ConfigRecord(dict(base_config)), grid))
+            replies = list(grid.send_and_receive(train_msgs, timeout=cfg.strategy.round_timeout_s))
+            t_train = time.perf_counter() - t0
+            verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm) for m in replies]
+            accepted = sorted(((site_of(m), m) for m, v in zip(replies, verdicts) if v.accepted),
+                              key=lambda sm: sm[0])
+            for v in verdicts:
+                if not v.accepted:
+                    log.warning("round %d: rejected reply from %s: %s", rnd, v.site, v.reason)
+            if len(accepted) >= cfg.strategy.min_replies:
+                agg, _ = strategy.aggregate_train(rnd, [_for_aggregation(m) for _, m in accepted])
+                if agg is not None:
+                    weights = {k: np.asarray(a.numpy(), dtype=weights[k].dtype) for k, a in agg.items()}
+            else:
+                empty_rounds.append(rnd)
+                log.error("round %d: only %d accepted replies (< min_replies %d): model unchanged",
+                          rnd, len(accepted), cfg.strategy.min_replies)
+            site_metrics = _site_train_metrics(replies, verdicts)
+            _update_ledger(ledger, rnd, site_metrics, n_expected or len(site_metrics),
+                           cfg.strategy.client_dp_noise)
+
+            arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})
+            eval_msgs = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(base_config)), grid))
+            eval_replies = list(grid.send_and_receive(eval_msgs, timeout=cfg.strategy.round_timeout_s)) \
+                if eval_msgs else []
+            _merge_eval_metrics(site_metrics, eval_replies)
+            row = {"round": rnd, "time": time.time(), "sites": site_metrics,
+                   "server": _server_summary(site_metrics, verdicts, time.perf_counter() - t0, t_train)}
+            payload = _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd, settings)
+            append_jsonl(rd.metrics_path, row)
+            atomic_write_json(rd.ledger_path, ledger)
+            rd.save_checkpoint(rnd, payload, keep=cfg.output.keep_checkpoints)
+            rd.write_status("running", round=rnd)
+            _log_round(rnd, cfg.rounds, row)
+            if progress is not None:
+                progress.update(1)
+    except BaseException as exc:
+        rd.write_status("failed", round=rd.latest_round(), error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+    rd.write_status("completed", round=cfg.rounds, rounds_without_update=empty_rounds)
+    return weights
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+
+
+def _for_aggregation(msg):
+    """A validated reply reduced to what Flower's strategies aggregate: arrays + the example count."""
+    from flwr.app import Message, MetricRecord, RecordDict
+
+    n = msg.content.metric_records[P.METRICS][P.NUM_EXAMPLES]
+    content = RecordDict({P.ARRAYS: msg.content.array_records[P.ARRAYS],
+                          P.METRICS: MetricRecord({P.NUM_EXAMPLES: float(n)})})
+    return Message(content=content, dst_node_id=msg.metadata.src_node_id, message_type="train")
+
+
+def _expected_sites(rd: RunDir) -> int:
+    if rd.manifest_path.exists():
+        return len(json.loads(rd.manifest_path.read_text()).get("clients", []))
+    return 0
+
+
+def _new_ledger(cfg: ScenarioConfig) -> dict:
+    client_level = None
+    if cfg.strategy.client_dp:  # user-level DP over sites (Flower's server-side fixed clipping)
+        client_level = {"delta": 0.0, "accountant": cfg.dp.accountant,
+                        "max_grad_norm": cfg.strategy.client_dp_clip, "n_records": 0, "history": []}
+    return {"delta_policy": "per site: dp.delta, or 1/n_site_train when 0",
+            "accountant": cfg.dp.accountant, "sites": {}, "client_level": client_level}
+
+
+def _site_train_metrics(replies, verdicts: list[Verdict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for msg, v in zip(replies, verdicts):
+        entry: dict = {"status": "accepted" if v.accepted else "rejected"}
+        if not v.accepted:
+            entry["reason"] = v.reason
+        if np.isfinite(v.update_norm):
+            entry["update_norm"] = v.update_norm
+        if not msg.has_error() and P.METRICS in msg.content.metric_records:
+            for k, val in msg.content.metric_records[P.METRICS].items():
+                if isinstance(val, (int, float)):
+                    entry[k] = float(val)
+        out[v.site] = entry
+    return dict(sorted(out.items()))
+
+
+def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies) -> None:
+    for msg in eval_replies:
+        if msg.has_error():
+            continue
+        site = site_of(msg)
+        metrics = msg.content.metric_records.get(P.METRICS, {})
+        dest = site_metrics.setdefault(site, {"status": "evaluated-only"})
+        for k in ("val-loss", "val-eps-loss", "val-mel-loss"):
+            if k in metrics:
+                dest[k] = float(metrics[k])
+        if P.NUM_EXAMPLES in metrics:
+            dest["val-examples"] = float(metrics[P.NUM_EXAMPLES])
+
+
+def _update_ledger(ledger: dict, rnd: int, site_metrics: dict[str, dict], n_sites: int = 0,
+                   client_dp_noise: float = 0.0) -> None:
+    """Record what each DP site reported (rejected replies too: the site trained, the privacy cost is real)."""
+    for site, m in site_metrics.items():
+        if m.get("dp-enabled") != 1.0 or "dp-noise-multiplier" not in m:
+            continue
+        entry = ledger["sites"].setdefault(site, {"n_records": int(m.get(P.NUM_EXAMPLES, 0)),
+                                                  "delta": m.get("delta"), "max_grad_norm":
+                                                  m.get("dp-max-grad-norm"), "accountant": ledger["accountant"],
+                                                  "history": []})
+        entry["history"].append({"round": rnd, "noise_multiplier": m["dp-noise-multiplier"],
+                                 "sample_rate": m["dp-sample-rate"], "steps": int(m.get("steps", 0)),
+                                 "epsilon": m.get("epsilon")})
+    cl = ledger.get("client_level")
+    if cl is not None and n_sites > 0:  # one Gaussian mechanism per round over the federation's sites
+        cl["n_records"] = n_sites
+        cl["delta"] = 1.0 / n_sites
+        cl["history"].append({"round": rnd, "noise_multiplier": client_dp_noise,
+                              "sample_rate": min(1.0, len(site_metrics) / n_sites), "steps": 1})
+
+
+def _weighted(site_metrics: dict[str, dict], key: str, weight: str) -> float | None:
+    pairs = [(m[key], m.get(weight, 0.0)) for m in site_metrics.values()
+             if key in m and m.get("status") in ("accepted", "evaluated-only") and m.get(weight, 0) > 0]
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total > 0 else None
+
+
+def _server_summary(site_metrics, verdicts, seconds: float, train_seconds: float) -> dict:
+    eps = [m["epsilon"] for m in site_metrics.values() if "epsilon" in m]
+    return {"accepted": sum(v.accepted for v in verdicts), "rejected": sum(not v.accepted for v in verdicts),
+            "train-loss": _weighted(site_metrics, "train-loss", P.NUM_EXAMPLES),
+            "val-loss": _weighted(site_metrics, "val-loss", "val-examples"),
+            "max-epsilon": max(eps) if eps else None,
+            "round-seconds": seconds, "train-phase-seconds": train_seconds,
+            "max-site-train-seconds": max((m.get("train-seconds", 0.0) for m in site_metrics.values()),
+                                          default=0.0)}
+
+
+def _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd: RunDir, settings: ServerSettings) -> dict:
+    import torch
+
+    from ptbxl.labels import LabelVocab
+
+    return {"format": CHECKPOINT_FORMAT, "round": rnd, "model_config": cfg.model.resolve().to_dict(),
+            "state_dict": {k: torch.from_numpy(np.array(v)) for k, v in weights.items()},
+            "ema_state_dict": None, "label_codes": list(LabelVocab.default().codes),
+            "demographics": _demographics_spec(), "run_config": cfg.to_dict(),
+            "run_name": settings.run_name, "privacy_ledger": json.loads(json.dumps(ledger)),
+            "strategy_state": strategy_state(strategy), "rng_state": {"python_random": random.getstate()},
+            "manifest_path": str(rd.manifest_path) if rd.manifest_path.exists() else None}
+
+
+def _demographics_spec() -> dict:
+    from ptbxl import demographics
+
+    spec = getattr(demographics, "NORMALISATION", None)
+    return dict(spec) if isinstance(spec, dict) else {"module": "ptbxl.demographics"}
+
+
+def _log_round(rnd: int, total: int, row: dict) -> None:
+    s = row["server"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    eps = f", max epsilon {s['max-epsilon']:.3f}" if s["max-epsilon"] is not None else ""
+    log.info("round %d/%d: %d accepted, %d rejected, train-loss %s, val-loss %s%s (%.1f s)", rnd, total,
+             s["accepted"], s["rejected"], fmt(s["train-loss"]), fmt(s["val-loss"]), eps, s["round-seconds"])
+
+
+def _progress(show: bool, total: int, start: int):
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="federated rounds", unit="round")
+
+
+def check_resumable(rd: RunDir) -> None:
+    if not rd.config_path.exists():
+        raise FedECGError(f"cannot resume {rd.path}: no config.yaml (not a run directory)")

@@ -1,0 +1,114 @@
+"""The run directory: the one place a run's results live, written so that nothing is lost on a crash.
+
+```
+RUN_DIR/config.yaml            the resolved scenario (ScenarioConfig)
+RUN_DIR/manifest.json          partition manifest (simulation)
+RUN_DIR/metrics.jsonl          one JSON object per finished round (appended + fsynced)
+RUN_DIR/privacy_ledger.json    per-site DP-SGD history as reported by the sites (+ client-level DP if used)
+RUN_DIR/checkpoints/round-NNNN.pt, latest.pt   atomic (temp file + rename)
+RUN_DIR/status.json            running | completed | failed (+ error)
+```
+A round counts as complete once its checkpoint is on disk; ``--resume`` continues from the last such round
+(metrics lines of rounds after it, left by a crash, are dropped first).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import yaml
+
+from fedecg.config import ScenarioConfig
+from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_json, atomic_write_text, read_jsonl
+
+CHECKPOINT_FORMAT = "fedecg-checkpoint/1"
+_ROUND_RE = re.compile(r"round-(\d{4,})\.pt$")
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / "privacy_ledger.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint_path(self, server_round: int) -> Path:
+        return self.checkpoints / f"round-{server_round:04d}.pt"
+
+    # ---- config --------------------------------------------------------------------------------------
+    def write_config(self, cfg: ScenarioConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    def read_config(self) -> ScenarioConfig:
+        if not self.config_path.is_file():
+            raise FedECGError(f"{self.path} is not a run directory (no config.yaml)")
+        data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        return ScenarioConfig.from_dict(data, str(self.config_path)).validate()
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def completed_rounds(self) -> list[int]:
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.checkpoints.iterdir() if (m := _ROUND_RE.search(p.name)))
+
+    def latest_round(self) -> int:
+        rounds = self.completed_rounds()
+        return rounds[-1] if rounds else 0
+
+    def save_checkpoint(self, server_round: int, payload: dict, keep: int = 0) -> Path:
+        from sssd.checkpoint import save_checkpoint
+
+        path = self.checkpoint_path(server_round)
+        save_checkpoint(path, payload)
+        save_checkpoint(self.checkpoints / "latest.pt", payload)
+        if keep > 0:
+            for old in self.completed_rounds()[:-keep]:
+                self.checkpoint_path(old).unlink(missing_ok=True)
+        return path
+
+    def load_latest(self) -> dict | None:
+        from sssd.checkpoint import load_checkpoint
+
+        r = self.latest_round()
+        return load_checkpoint(self.checkpoint_path(r)) if r else None
+
+    # ---- metrics / status ----------------------------------------------------------------------------
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def truncate_metrics(self, last_round: int) -> None:
+        """Drop metric lines of rounds after ``last_round`` (left by a crash before their checkpoint)."""
+        rows = [r for r in self.metrics() if int(r.get("round", 0)) <= last_round]
+        import json
+
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def write_status(self, status: str, **extra) -> None:
+        atomic_write_json(self.path / "status.json", {"status": status, "time": time.time(), **extra})
+
+    def status(self) -> dict:
+        import json
+
+        p = self.path / "status.json"
+        return json.loads(p.read_text()) if p.exists() else {"status": "missing"}

@@ -1,0 +1,129 @@
+"""What a finished run leaves for people to look at: synthetic ECGs (npz + PNG grid on ECG paper), training
+curves, and the per-site privacy budget (JSON + table + plot), all inside the run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fedecg.io import atomic_write_json, atomic_write_text
+from server.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def finish_run(run_dir: str | Path) -> str:
+    """Write synthetic ECGs, curves and the budget table into ``run_dir``; return a short text report."""
+    rd = RunDir(run_dir)
+    cfg = rd.read_config()
+    lines = [f"run directory: {rd.path}"]
+    if cfg.output.synthesize > 0:
+        grid = synthesize_examples(rd, cfg.output.synthesize, cfg.output.sampler, cfg.output.sampler_steps,
+                                   cfg.seed)
+        lines.append(f"synthetic ECGs: {grid} (+ {grid.parent / 'synthetic.npz'})")
+    curves = plot_curves(rd)
+    lines.append(f"training curves: {curves}")
+    table, budget_png = write_budget(rd)
+    if budget_png is not None:
+        lines.append(f"privacy budget: {rd.path / 'privacy_budget.json'}, {budget_png}")
+    lines.append(table)
+    report = "\n".join(lines)
+    atomic_write_text(rd.path / "summary.txt", report + "\n")
+    return report
+
+
+def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int) -> Path:
+    """Sample ``n`` ECGs from the last checkpoint, conditioned like ``n`` training records of the run."""
+    import torch
+
+    from ptbxl.dataset import load_arrays
+    from ptbxl.partition import Manifest
+    from sssd.checkpoint import build_model, load_checkpoint
+    from sssd.diffusion import Schedule
+    from sssd.sampling import sample
+
+    ckpt = load_checkpoint(rd.checkpoints / "latest.pt")
+    model, mcfg = build_model(ckpt, "cpu")
+    manifest = Manifest.load(rd.manifest_path)
+    ids = [i for c in manifest.clients for i in c.train]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(ids, size=min(n, len(ids)), replace=False).tolist())
+    cond = load_arrays(manifest.dataset, chosen, cache_dir=rd.path / ".cache")
+    gen = torch.Generator().manual_seed(seed)
+    x = sample(model, Schedule.from_config(mcfg), torch.as_tensor(np.asarray(cond.labels)),
+               torch.as_tensor(np.asarray(cond.demo)), torch.as_tensor(np.asarray(cond.demo_mask)),
+               sampler=sampler, steps=steps, generator=gen).cpu().numpy()
+    out = rd.path / "synthetic"
+    out.mkdir(exist_ok=True)
+    np.savez_compressed(out / "synthetic.npz", signals=x, labels=np.asarray(cond.labels),
+                        demo=np.asarray(cond.demo), demo_mask=np.asarray(cond.demo_mask),
+                        conditioned_like=np.asarray(chosen), label_codes=np.asarray(ckpt["label_codes"]))
+    from evaluation.plots import plot_ecg_grid
+    from ptbxl.labels import LabelVocab
+
+    vocab = LabelVocab.from_list(ckpt["label_codes"])
+    titles = [", ".join(vocab.decode(np.asarray(lab))[:3]) or "no label" for lab in cond.labels]
+    return plot_ecg_grid(x, out / "synthetic_grid.png", titles=titles)
+
+
+def plot_curves(rd: RunDir) -> Path:
+    """Per-site training loss and validation loss over rounds (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = rd.metrics()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    sites = sorted({s for r in rows for s in r.get("sites", {})})
+    for ax, key, title in ((axes[0], "train-loss", "local training loss"), (axes[1], "val-loss",
+                                                                            "validation loss (global model)")):
+        for site in sites:
+            pts = [(r["round"], r["sites"][site][key]) for r in rows if key in r["sites"].get(site, {})]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=site)
+        server_key = "train-loss" if key == "train-loss" else "val-loss"
+        pts = [(r["round"], r["server"][server_key]) for r in rows if r["server"].get(server_key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), "k--", linewidth=2, label="weighted mean")
+        ax.set_xlabel("round")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path = rd.path / "training_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_budget(rd: RunDir) -> tuple[str, Path | None]:
+    """privacy_budget.json, epsilon_over_rounds.png and a text table of the per-site epsilon."""
+    from privacy.accounting import epsilon_over_rounds, run_budget
+    from privacy.ledger import load_ledger
+    from privacy.plots import epsilon_rounds_png
+
+    ledger = load_ledger(rd.path)
+    if not ledger.sites:
+        return "privacy: DP-SGD was off in this run (no record-level guarantee).", None
+    budget = run_budget(ledger)
+    atomic_write_json(rd.path / "privacy_budget.json", budget.to_dict())
+    curves = {s: epsilon_over_rounds(e, budget.sites[s].accountant) for s, e in ledger.sites.items()}
+    png = rd.path / "epsilon_over_rounds.png"
+    png.write_bytes(epsilon_rounds_png(curves, {s: e.delta for s, e in ledger.sites.items()},
+                                       next(iter(budget.sites.values())).accountant))
+    head = f"{'site':<16}{'records':>8}{'steps':>7}{'sigma':>7}{'q':>8}{'delta':>10}{'epsilon':>9}"
+    rows = [head, "-" * len(head)]
+    for s, b in budget.sites.items():
+        rows.append(f"{s:<16}{b.n_records or 0:>8}{b.steps:>7}{b.noise_multiplier or 0:>7.2f}"
+                    f"{b.sample_rate or 0:>8.4f}{b.delta:>10.2e}{b.epsilon:>9.3f}")
+    rows.append(f"released model (record level, max over sites): epsilon = {budget.release_epsilon:.3f} "
+                f"at delta = {budget.release_delta:.2e}")
+    return "\n".join(rows), png
+
+
+def load_summary(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "privacy_budget.json").read_text())

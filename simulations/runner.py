@@ -1,0 +1,88 @@
+"""Run a scenario in Flower's Simulation Engine (Ray): one process, one virtual SuperNode per partition.
+
+The ServerApp and ClientApp are the same objects a real deployment runs (server.app / client.app); only the
+transport differs. Environment hygiene for Flower: telemetry off, no runtime dependency installation,
+FLWR_HOME inside the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from fedecg.errors import FedECGError
+
+log = logging.getLogger(__name__)
+
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+}
+
+
+def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, overrides: list[str] | None = None,
+             *, resume: bool = False, show_progress: bool = False) -> Path:
+    """Prepare (or, with ``resume``, reopen) a run directory and run it to the end. Returns the run dir.
+
+    Raises FedECGError when the run did not complete (the run dir's status.json says why)."""
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    from client.app import app as client_app
+    from ptbxl.partition import Manifest
+    from server.loop import ServerSettings, run_federation
+    from server.prepare import prepare_run
+
+    rd = prepare_run(Path(scenario) if scenario else None, list(overrides or []),
+                     Path(run_dir) if run_dir else None, partition=True, resume_only=resume)
+    cfg = rd.read_config()
+    if rd.latest_round() >= cfg.rounds:
+        log.info("%s already completed %d rounds", rd.path, cfg.rounds)
+        return rd.path
+    n_clients = len(Manifest.load(rd.manifest_path).clients)
+    settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True,
+                              show_progress=show_progress)
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid, context) -> None:  # noqa: ANN001
+        run_federation(grid, settings)
+
+    for k, v in FLOWER_ENV.items():
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("FLWR_HOME", str((rd.path / "flwr_home").resolve()))
+    cpus = os.cpu_count() or 1
+    backend_config = {
+        "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": cfg.simulation.client_gpus},
+        "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": True},
+    }
+    log.info("simulating %d sites for %d rounds → %s", n_clients, cfg.rounds, rd.path)
+    try:
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
+                       backend_config=backend_config)
+    except Exception as exc:  # Flower wraps ServerApp errors; status.json has the cause
+        status = rd.status()
+        raise FedECGError(f"simulation of {rd.path} failed: {status.get('error', exc)}") from exc
+    status = rd.status()
+    if status.get("status") != "completed":
+        raise FedECGError(f"simulation of {rd.path} did not complete: status {status.get('status')!r}"
+                          f"{' — ' + status['error'] if status.get('error') else ''}")
+    if status.get("rounds_without_update"):
+        reasons = _rejections(rd)
+        raise FedECGError(f"simulation of {rd.path}: no site update was accepted in round(s) "
+                          f"{status['rounds_without_update']} ({reasons}); see {rd.metrics_path}")
+    return rd.path
+
+
+def _rejections(rd) -> str:
+    seen = []
+    for row in rd.metrics():
+        for site, m in row.get("sites", {}).items():
+            if m.get("status") == "rejected" and m.get("reason") not in seen:
+                seen.append(m.get("reason"))
+    return "; ".join(str(r) for r in seen[:3]) or "no replies"
+
