@@ -20,6 +20,7 @@ import numpy as np
 
 from fedecg.errors import FedECGError
 from ptbxl.constants import DURATION_S, FS, FS_HIGH, LEADS_12
+from ptbxl.header import parse_header, read_format16
 from ptbxl.layout import dataset_root, read_database, read_scp_statements, record_paths
 
 log = logging.getLogger(__name__)
@@ -49,30 +50,28 @@ class CheckReport:
 
 def check_record(root: Path, filename: str, fs: int, deep: bool = False) -> str | None:
     """The problem with one record as a short sentence, or None when it is fine."""
-    import wfdb
-
     hea, _ = record_paths(root, filename)
     if not hea.is_file():
         return f"header file missing ({hea.name})"
     try:
-        header = wfdb.rdheader(str(hea.with_suffix("")))
-    except Exception as exc:  # wfdb raises assorted errors on garbled headers
-        return f"header unreadable ({type(exc).__name__}: {exc})"
+        header = parse_header(hea)
+    except FedECGError as exc:
+        return f"header unreadable ({exc})"
     name = Path(filename).name
     if header.record_name != name:
         return f"header/CSV mismatch: header names record {header.record_name!r}, CSV says {name!r}"
     if header.fs != fs:
         return f"wrong sampling rate {header.fs:g} Hz, expected {fs} Hz"
-    leads = [str(s) for s in (header.sig_name or [])]
+    leads = [str(s) for s in header.sig_name]
     if [s.upper() for s in leads] != [s.upper() for s in LEADS_12]:
         return f"wrong leads {leads}, expected {list(LEADS_12)}"
     expected_len = int(round(fs * DURATION_S))
     if header.sig_len != expected_len:
         return f"wrong length {header.sig_len} samples, expected {expected_len}"
-    if set(header.fmt or []) != {"16"}:
-        return f"unsupported sample format {sorted(set(header.fmt or []))}, expected 16"
-    files = set(header.file_name or [])
-    if len(files) != 1:
+    if set(header.fmt) != {"16"}:
+        return f"unsupported sample format {sorted(set(header.fmt))}, expected 16"
+    files = set(header.file_name)
+    if len(files) != 1 or set(header.byte_offset) != {0}:
         return f"signals spread over {sorted(files)}, expected one .dat file"
     dat = hea.parent / files.pop()
     if not dat.is_file():
@@ -82,11 +81,11 @@ def check_record(root: Path, filename: str, fs: int, deep: bool = False) -> str 
         return f"signal file {'truncated' if size < expected else 'too long'}: {size} bytes, expected {expected}"
     if deep:
         try:
-            sig = wfdb.rdrecord(str(hea.with_suffix(""))).p_signal
-        except Exception as exc:
-            return f"signal unreadable ({type(exc).__name__}: {exc})"
+            sig = read_format16(header, hea.parent)
+        except (FedECGError, OSError, ValueError) as exc:
+            return f"signal unreadable ({exc})"
         if not np.isfinite(sig).all():
-            return "signal contains non-finite samples"
+            return "signal contains invalid (NaN) samples"
     return None
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from fedecg.errors import FedECGError
 from ptbxl.constants import FS, LEADS_12, MODEL_LEAD_INDEX, N_SAMPLES
+from ptbxl.header import is_simple_format16, parse_header, read_format16
 from ptbxl.layout import dataset_root
 
 
@@ -20,21 +21,29 @@ def read_record(root: str | Path, filename: str) -> np.ndarray:
     """Read one PTB-XL WFDB record (``filename`` relative to ``root``, no extension) as (12, L) float32 mV.
 
     Leads come in PTB-XL order ``LEADS_12`` (names compared case-insensitively); values equal
-    ``wfdb.rdsamp(...)[0].T`` cast to float32. Raises FedECGError naming the record when it is missing,
+    ``wfdb.rdsamp(...)[0].T`` cast to float32 (format-16 records are decoded by ``ptbxl.header``, others by
+    ``wfdb``). Raises FedECGError naming the record when it is missing,
     unreadable, or has other leads."""
-    import wfdb
-
     path = dataset_root(root) / filename
-    try:
-        record = wfdb.rdrecord(str(path))
-    except FileNotFoundError as exc:
-        raise FedECGError(f"record {filename}: file not found under {dataset_root(root)} ({exc})") from exc
-    except Exception as exc:  # wfdb raises ValueError/IndexError/etc. on corrupt files
-        raise FedECGError(f"record {filename}: cannot read WFDB record: {exc}") from exc
-    names = [str(n).upper() for n in (record.sig_name or [])]
+    hea = path.with_name(path.name + ".hea")
+    if not hea.is_file():
+        raise FedECGError(f"record {filename}: header {hea} not found")
+    header = parse_header(hea)
+    names = [str(n).upper() for n in header.sig_name]
     if names != [n.upper() for n in LEADS_12]:
-        raise FedECGError(f"record {filename}: leads {record.sig_name} are not PTB-XL's {list(LEADS_12)}")
-    return np.ascontiguousarray(record.p_signal.T, dtype=np.float32)
+        raise FedECGError(f"record {filename}: leads {list(header.sig_name)} are not PTB-XL's {list(LEADS_12)}")
+    try:
+        if is_simple_format16(header):
+            phys = read_format16(header, hea.parent)
+        else:  # other WFDB formats: let wfdb decode them
+            import wfdb
+
+            phys = wfdb.rdrecord(str(path)).p_signal
+    except FedECGError as exc:
+        raise FedECGError(f"record {filename}: {exc}") from exc
+    except Exception as exc:  # wfdb/numpy raise assorted errors on corrupt files
+        raise FedECGError(f"record {filename}: cannot read signal: {exc}") from exc
+    return np.ascontiguousarray(phys.T, dtype=np.float32)
 
 
 def model_view(sig12: np.ndarray, fs: int = FS) -> np.ndarray:
