@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def download_dataset(dest: str | Path, url: str = PHYSIONET_URL, *, include: Seq
     except (urllib.error.URLError, OSError) as exc:
         raise FedECGError(f"{base}{CHECKSUMS}: cannot connect ({exc})") from exc
     entries = [(p, d) for p, d in parse_checksums(sums_text) if not include or p.startswith(tuple(include))]
-    (dest / CHECKSUMS).write_text(sums_text, encoding="utf-8")
+    atomic_write_text(dest / CHECKSUMS, sums_text)
 
     def one(entry: tuple[str, str]) -> tuple[str, str]:
         rel, digest = entry
