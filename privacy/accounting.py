@@ -166,7 +166,10 @@ def site_budget(
     primary = primary or (entry.accountant if entry.accountant in ACCOUNTANTS else "rdp")
     names = list(dict.fromkeys([primary, *accountants]))
     hist = entry.mechanism_history()
-    eps = {name: compute_epsilon(hist, entry.delta, name) for name in names}
+    if entry.delta >= 1 or not hist:  # δ = 1 promises nothing; no steps spend nothing
+        eps = {name: (0.0 if not hist else math.inf) for name in names}
+    else:
+        eps = {name: compute_epsilon(hist, entry.delta, name) for name in names}
     last = entry.history[-1] if entry.history else None
     reported = next((e.epsilon for e in reversed(entry.history) if e.epsilon is not None), None)
     return SiteBudget(

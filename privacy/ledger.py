@@ -150,8 +150,8 @@ def _site_from_dict(site: str, obj: Any, where: str) -> SiteLedger:
             )
         )
     delta = _num(obj, "delta", where, float, 0.0)
-    if not 0 < delta < 1:
-        raise FedECGError(f"{where}: delta {delta} must lie in (0, 1)")
+    if delta > 1 or (delta == 0 and any(e.steps > 0 for e in entries)):
+        raise FedECGError(f"{where}: delta {delta} must lie in (0, 1]")
     accountant = str(obj.get("accountant") or "rdp").lower()
     return SiteLedger(
         site=str(site),

@@ -7,8 +7,8 @@ from fedecg.errors import FedECGError
 from privacy.distances import (
     lead_scales,
     nearest_neighbours,
-    normalise,
     nearest_neighbours_shift_tolerant,
+    normalise,
     shift_tolerant_distance,
 )
 

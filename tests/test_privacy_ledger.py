@@ -57,7 +57,8 @@ def test_save_then_load_round_trips(tmp_path):
         (lambda d: d["sites"]["0"].pop("delta"), "missing key 'delta'"),
         (lambda d: d["sites"]["0"]["history"][0].update(sample_rate=1.5), "sample_rate 1.5 > 1"),
         (lambda d: d["sites"]["0"]["history"][0].update(noise_multiplier="x"), "not a number"),
-        (lambda d: d["sites"]["0"].update(delta=1.0), "delta 1.0"),
+        (lambda d: d["sites"]["0"].update(delta=1.5), "delta 1.5"),
+        (lambda d: d["sites"]["0"].update(delta=0.0), "delta 0.0"),
         (lambda d: d.pop("sites"), "'sites'"),
     ],
 )
@@ -77,3 +78,18 @@ def test_missing_ledger_file_is_a_user_error(tmp_path):
 def test_zero_noise_marks_site_not_private():
     site = SiteLedger(site="0", delta=1e-5, history=(LedgerEntry(1, 0.0, 0.1, 4),))
     assert not site.is_private
+
+
+def test_server_style_ledger_with_empty_client_level_loads(tmp_path):
+    d = _ledger_dict()
+    d["accountant"] = "rdp"
+    d["client_level"] = {
+        "delta": 0.0,
+        "accountant": "rdp",
+        "max_grad_norm": 1.0,
+        "n_records": 0,
+        "history": [],
+    }
+    (tmp_path / "privacy_ledger.json").write_text(json.dumps(d))
+    ledger = load_ledger(tmp_path)
+    assert ledger.client_level is not None and ledger.client_level.steps == 0
