@@ -22,6 +22,7 @@ import pandas as pd
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_text
 from ptbxl.constants import ADC_GAIN, DATABASE_CSV, DURATION_S, FS, FS_HIGH, STATEMENTS_CSV
+from ptbxl.header import write_format16
 from ptbxl.scp_table import statements_frame
 from ptbxl.synth import full_12_leads, synth_ecg8
 
@@ -115,12 +116,8 @@ def _metadata(n_records: int, n_sites: int, rng: np.random.Generator) -> pd.Data
 
 
 def _write_record(path: Path, sig12: np.ndarray, fs: int) -> None:
-    import wfdb
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     digital = np.clip(np.round(sig12.T * ADC_GAIN), -32767, 32767).astype(np.int16)
-    wfdb.wrsamp(path.name, fs=fs, units=["mV"] * 12, sig_name=WFDB_LEAD_NAMES, d_signal=digital,
-                fmt=["16"] * 12, adc_gain=[ADC_GAIN] * 12, baseline=[0] * 12, write_dir=str(path.parent))
+    write_format16(path.parent, path.name, digital, fs, WFDB_LEAD_NAMES, adc_gain=ADC_GAIN)
 
 
 def make_demo_dataset(dest: str | Path, n_records: int = 480, n_sites: int = 5, seed: int = 0,

@@ -101,3 +101,24 @@ def read_format16(h: Header, folder: Path) -> np.ndarray:
     if invalid.any():
         phys[invalid] = np.nan
     return phys
+
+
+def write_format16(folder: str | Path, record_name: str, digital: np.ndarray, fs: int,
+                   sig_name: list[str] | tuple[str, ...], adc_gain: float = 1000.0, units: str = "mV") -> None:
+    """Write a record as PTB-XL does: ``<name>.hea`` + ``<name>.dat`` (interleaved little-endian int16).
+
+    ``digital`` is (sig_len, n_sig) int16; header lines carry gain, baseline 0, resolution 16, initial value and
+    the WFDB checksum (sum of samples mod 65536), e.g. ``00001_lr.dat 16 1000.0(0)/mV 16 0 -119 1508 0 I``."""
+    folder = Path(folder)
+    digital = np.asarray(digital)
+    if digital.dtype != np.int16 or digital.ndim != 2 or digital.shape[1] != len(sig_name):
+        raise FedECGError(f"write_format16: need (sig_len, {len(sig_name)}) int16, got {digital.shape} {digital.dtype}")
+    n_len, n_sig = digital.shape
+    checksums = (digital.astype(np.int64).sum(axis=0) % 65536).tolist()
+    lines = [f"{record_name} {n_sig} {fs} {n_len}"]
+    for j, name in enumerate(sig_name):
+        lines.append(f"{record_name}.dat 16 {adc_gain:.1f}(0)/{units} 16 0 {int(digital[0, j])} "
+                     f"{checksums[j]} 0 {name}")
+    folder.mkdir(parents=True, exist_ok=True)
+    digital.astype("<i2").tofile(folder / f"{record_name}.dat")
+    (folder / f"{record_name}.hea").write_text("\n".join(lines) + "\n", encoding="ascii")
