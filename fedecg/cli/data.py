@@ -14,6 +14,12 @@ data_app = typer.Typer(help="PTB-XL data: validate, partition into sites, genera
                        no_args_is_help=True)
 
 
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
+
+
 def _print_json(obj: object) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
@@ -23,7 +29,6 @@ def check(directory: Path = typer.Argument(..., help="PTB-XL folder (PhysioNet l
           as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
           deep: bool = typer.Option(False, "--deep", help="Also read every signal and check it is finite.")) -> None:
     """Validate every record (headers, sampling rate, leads, length, signal files); exit 1 if any is bad."""
-    from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
@@ -33,7 +38,7 @@ def check(directory: Path = typer.Argument(..., help="PTB-XL folder (PhysioNet l
         report = check_dataset(directory, deep=deep)
         _print_json(report.to_dict())
     else:
-        console = Console()
+        console = _console()
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("checking records", total=None)
             report = check_dataset(directory, deep=deep,
@@ -85,7 +90,6 @@ def partition(directory: Path = typer.Argument(..., help="PTB-XL folder, or one 
         _print_json({"by": by, "n_clients": len(rows), "clients": rows, "unassigned": unassigned,
                      "manifest": str(out) if out else None})
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("client", "site", "records", "train", "val", "test", "patients", "age", "female", "top class",
@@ -98,7 +102,7 @@ def partition(directory: Path = typer.Argument(..., help="PTB-XL folder, or one 
                       str(row["train"]), str(row["val"]), str(row["test"]), str(row["patients"]),
                       f"{demo.get('age_mean') or float('nan'):.0f}", f"{(demo.get('female_frac') or 0) * 100:.0f}%",
                       top)
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = _console()
     console.print(table)
     for k, n in unassigned.items():
         if n:
