@@ -1,0 +1,172 @@
+"""`fedecg audit`: from a run directory (and optional synthetic/holdout folders) to audit.json + report.html."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_json
+from privacy.audit import AuditConfig, memorization_audit
+from privacy.mia import MIAConfig, attack_metrics, denoising_errors
+
+log = logging.getLogger(__name__)
+AUDIT_FORMAT = "fedecg-audit/1"
+
+
+@dataclass(frozen=True)
+class AuditRunConfig:
+    """Everything `fedecg audit` needs besides paths."""
+
+    n_synthetic: int = 200
+    n_mia: int = 200  # members and non-members scored (each at most this many)
+    sampling_steps: int = 50
+    seed: int = 0
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    mia: MIAConfig = field(default_factory=MIAConfig)
+    cache_dir: str | None = None
+
+
+def epsilon_section(run_dir: Path, client_ids: list[str]) -> dict | None:
+    """Accounted ε of the run (privacy.accounting) plus the clients that trained without DP (no ledger)."""
+    from privacy.accounting import run_budget
+    from privacy.ledger import LEDGER_FILE, load_ledger
+
+    if not (run_dir / LEDGER_FILE).is_file():
+        return None
+    budget = run_budget(load_ledger(run_dir), accountants=("rdp",), primary=None)
+    out = budget.to_dict()
+    for s in out["sites"].values():
+        s.pop("history", None)
+    out["non_private_sites"] = [c for c in client_ids if c not in budget.sites]
+    if out["non_private_sites"]:
+        out["release"]["epsilon"] = "inf"
+    return out
+
+
+def _figures(
+    mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: dict | None
+) -> dict[str, bytes]:
+    from ptbxl.constants import MODEL_LEADS
+    from privacy.plots import ecg_pairs_png, histograms_png, roc_png
+
+    figs = {
+        "dcr": histograms_png(
+            {"synthetic → train": mem.dcr_train, "synthetic → holdout": mem.dcr_holdout},
+            "distance to closest record (normalised RMS)",
+            "DCR: train vs holdout",
+        ),
+        "nndr": histograms_png(
+            {"synthetic → train": mem.nndr, "real holdout → train": mem.baseline_nndr},
+            "NNDR = d1 / d2",
+            "Nearest-neighbour distance ratio",
+            vline=audit["near_copy"]["threshold"],
+        ),
+    }
+    pairs = [
+        (
+            synthetic[w["synthetic_index"]],
+            train_x[w["train_index"]],
+            f"syn {w['synthetic_index']} ~ ecg {w['train_ecg_id']} (NNDR {w['nndr']:.2f})",
+        )
+        for w in audit["near_copy"]["worst"][:4]
+    ]
+    figs["near_copies"] = ecg_pairs_png(pairs, MODEL_LEADS)
+    if roc is not None:
+        figs["roc"] = roc_png(np.array(roc["fpr"]), np.array(roc["tpr"]), roc["auc"])
+    return figs
+
+
+def run_audit(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    holdout: str | Path | None = None,
+    synthetic: str | Path | None = None,
+    cfg: AuditRunConfig | None = None,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Memorization audit + MIA + ε table of a run; writes ``out_dir/audit.json`` and ``out_dir/report.html``
+    and returns the audit dict. Synthetic ECGs come from ``synthetic`` or are sampled from the run's latest
+    checkpoint with the training records' label/demographic mix."""
+    from privacy.inputs import (
+        load_holdout,
+        load_model,
+        load_records,
+        load_synthetic,
+        read_run,
+        synthesize_like,
+    )
+    from privacy.report import verdict, write_report
+
+    cfg = cfg or AuditRunConfig()
+    out_dir = Path(out_dir)
+    run = read_run(run_dir)
+    train = load_records(run.dataset, list(run.train_ids), cfg.cache_dir)
+    hold = load_holdout(holdout, run, cfg.cache_dir)
+    model = None
+    if run.checkpoint is not None:
+        model, schedule, mcfg = load_model(run.checkpoint, device)
+    if synthetic is not None:
+        syn = load_synthetic(synthetic)
+        source = str(synthetic)
+    elif model is not None:
+        syn, _ = synthesize_like(
+            model, schedule, train, cfg.n_synthetic, cfg.seed, cfg.sampling_steps, device=device
+        )
+        source = f"sampled from {run.checkpoint} (DDIM {cfg.sampling_steps} steps, seed {cfg.seed})"
+    else:
+        raise FedECGError(f"{run.run_dir}: no checkpoint to synthesize from; pass --synthetic")
+    mem = memorization_audit(syn, np.asarray(train.x), np.asarray(hold.x), cfg.audit, device, train.ecg_ids)
+    audit: dict = {
+        "format": AUDIT_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run.run_dir),
+        "checkpoint": None if run.checkpoint is None else str(run.checkpoint),
+        "synthetic_source": source,
+        "holdout_source": str(holdout or f"{run.dataset} (test fold)"),
+        **mem.summary,
+    }
+    roc = None
+    audit["mia_auc"] = None
+    if model is not None:
+        rng = np.random.default_rng(cfg.seed)
+        mi = rng.choice(len(train), min(cfg.n_mia, len(train)), replace=False)
+        hi = rng.choice(len(hold), min(cfg.n_mia, len(hold)), replace=False)
+        m_sub, h_sub = train.subset(mi), hold.subset(hi)
+        e_m = denoising_errors(
+            model, schedule, mcfg, m_sub.x, m_sub.labels, m_sub.demo, m_sub.demo_mask, cfg.mia, device
+        )
+        e_h = denoising_errors(
+            model, schedule, mcfg, h_sub.x, h_sub.labels, h_sub.demo, h_sub.demo_mask, cfg.mia, device
+        )
+        met = attack_metrics(-e_m, -e_h)
+        roc = {**met["roc"], "auc": met["auc"]}
+        audit["mia_auc"] = met["auc"]
+        audit["mia"] = {
+            **{k: v for k, v in met.items() if k != "roc"},
+            "timesteps": list(cfg.mia.timesteps),
+            "n_noise": cfg.mia.n_noise,
+            "score": "−mean denoising loss (higher = member)",
+            "member_error_mean": float(e_m.mean()),
+            "nonmember_error_mean": float(e_h.mean()),
+        }
+    client_ids = sorted(set(run.site_of_id.values()))
+    audit["epsilon"] = epsilon_section(run.run_dir, client_ids)
+    canary_file = run.run_dir / "canary_audit.json"
+    if canary_file.is_file():
+        audit["canary"] = json.loads(canary_file.read_text(encoding="utf-8"))
+    audit["config"] = asdict(cfg)
+    audit["verdict"] = verdict(audit)
+    figs = _figures(mem, audit, syn, np.asarray(train.x), roc)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, png in figs.items():
+        (out_dir / f"{name}.png").write_bytes(png)
+    atomic_write_json(out_dir / "audit.json", audit)
+    write_report(out_dir, audit, figs)
+    return audit

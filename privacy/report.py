@@ -1,0 +1,269 @@
+"""Plain-language verdict with stated thresholds, and the self-contained HTML audit report (PNGs inlined)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fedecg.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class VerdictThresholds:
+    """Every threshold the verdict uses (printed in the report)."""
+
+    near_copy_margin: float = 0.01  # FAIL if near-copy share > holdout baseline share + this
+    dcr_alpha: float = 0.05  # DCR binomial test significance level
+    dcr_fail_excess: float = 0.10  # FAIL if significant and share closer to train − p0 > this (else WARN)
+    mia_auc_warn: float = 0.60
+    mia_auc_fail: float = 0.75
+    mia_tpr1_warn: float = 0.05  # TPR at 1% FPR above this → WARN
+    epsilon_warn: float = 10.0  # accounted record-level ε above this (or no DP) → WARN
+
+
+def _check(level: str, name: str, text: str) -> dict:
+    return {"level": level, "check": name, "text": text}
+
+
+def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
+    """PASS / WARN / FAIL per check and overall (the worst), each with one sentence a reader can verify."""
+    th = th or VerdictThresholds()
+    checks = []
+    nc, base = audit["near_copy_share"], audit["near_copy"]["baseline_holdout_share"]
+    limit = base + th.near_copy_margin
+    checks.append(
+        _check(
+            "FAIL" if nc > limit else "PASS",
+            "near copies",
+            f"{100 * nc:.1f}% of synthetic ECGs are near-copies of one training ECG (NNDR < "
+            f"{audit['near_copy']['threshold']:.3g}); real unseen ECGs reach {100 * base:.1f}% by chance; "
+            f"limit {100 * limit:.1f}%.",
+        )
+    )
+    d = audit["dcr"]
+    excess = d["share_closer_to_train"] - d["binomial"]["null_share"]
+    p = d["binomial"]["p_value"]
+    level = "PASS" if p >= th.dcr_alpha else ("FAIL" if excess > th.dcr_fail_excess else "WARN")
+    checks.append(
+        _check(
+            level,
+            "distance to closest record",
+            f"{100 * d['share_closer_to_train']:.1f}% of synthetic ECGs are closer to a training ECG than to any "
+            f"holdout ECG, {100 * d['binomial']['null_share']:.1f}% expected without memorization "
+            f"(one-sided binomial p = {p:.2g}; significant below {th.dcr_alpha}, FAIL if the excess exceeds "
+            f"{100 * th.dcr_fail_excess:.0f} points).",
+        )
+    )
+    mia = audit.get("mia")
+    if mia:
+        auc, tpr1 = mia["auc"], mia["tpr_at_fpr"]["0.01"]
+        level = (
+            "FAIL"
+            if auc > th.mia_auc_fail
+            else "WARN"
+            if auc > th.mia_auc_warn or tpr1 > th.mia_tpr1_warn
+            else "PASS"
+        )
+        checks.append(
+            _check(
+                level,
+                "membership inference",
+                f"A loss-threshold attack on the model tells training ECGs from holdout ECGs with AUC {auc:.3f} "
+                f"(0.5 = guessing) and catches {100 * tpr1:.1f}% of members at 1% false alarms; WARN above AUC "
+                f"{th.mia_auc_warn} or {100 * th.mia_tpr1_warn:.0f}% TPR, FAIL above AUC {th.mia_auc_fail}.",
+            )
+        )
+    eps = audit.get("epsilon")
+    if eps is not None:
+        rel = eps.get("release", {}).get("epsilon")
+        nonpriv = eps.get("non_private_sites", [])
+        if nonpriv or rel in (None, "inf") or (isinstance(rel, float) and math.isinf(rel)):
+            checks.append(
+                _check(
+                    "WARN",
+                    "formal guarantee",
+                    f"No differential-privacy guarantee: sites {', '.join(nonpriv) or '?'} trained "
+                    "without DP-SGD.",
+                )
+            )
+        else:
+            checks.append(
+                _check(
+                    "WARN" if rel > th.epsilon_warn else "PASS",
+                    "formal guarantee",
+                    f"Record-level DP: ε = {rel:.2f} at δ = {eps['release']['delta']:.1e} for the released model "
+                    f"(worst site); WARN above ε = {th.epsilon_warn:g}.",
+                )
+            )
+    can = audit.get("canary")
+    if can:
+        ok = can.get("consistent", True)
+        checks.append(
+            _check(
+                "PASS" if ok else "FAIL",
+                "empirical DP audit",
+                f"Canary audit lower bound ε ≥ {can['epsilon_lower_bound']:.2f} "
+                f"({100 * (1 - can['beta']):.0f}% confidence) vs accounted ε = {can.get('accounted_epsilon')}; "
+                + (
+                    "consistent."
+                    if ok
+                    else "the lower bound EXCEEDS the accounted ε: the accounting is wrong."
+                ),
+            )
+        )
+    order = {"PASS": 0, "WARN": 1, "FAIL": 2}
+    overall = max((c["level"] for c in checks), key=order.get, default="PASS")
+    summary = {
+        "PASS": "No sign of memorization at the stated thresholds; the generator may leave the consortium "
+        "if the accounted ε is acceptable.",
+        "WARN": "Some signals need a privacy officer's judgement before the generator leaves the consortium.",
+        "FAIL": "Do not release: the generator reproduces or reveals training ECGs.",
+    }[overall]
+    return {"overall": overall, "summary": summary, "checks": checks, "thresholds": asdict(th)}
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if not png:
+        return ""
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "∞" if math.isinf(v) else f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, '-'))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+.PASS{color:#17702b}.WARN{color:#a86400}.FAIL{color:#b00020}img{max-width:100%}code{background:#f3f3f3}"""
+
+
+def render_html(audit: dict, figures: dict[str, bytes]) -> str:
+    """One HTML page: verdict, ε table, DCR/NNDR histograms, worst near-copies, MIA ROC, canary bound."""
+    v = audit["verdict"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Privacy audit</title>"
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Privacy audit of a synthetic-ECG generator</h1>",
+        f"<p>Run: <code>{html.escape(str(audit.get('run_dir')))}</code> · {audit['n_synthetic']} synthetic, "
+        f"{audit['n_train']} training, {audit['n_holdout']} holdout ECGs · distance: {audit['distance']}"
+        f" · created {html.escape(audit.get('created', ''))}</p>",
+        f"<h2>Verdict: <span class='{v['overall']}'>{v['overall']}</span></h2><p>{html.escape(v['summary'])}"
+        "</p><ul>",
+    ]
+    parts += [
+        f"<li><b class='{c['level']}'>{c['level']}</b> {html.escape(c['check'])}: {html.escape(c['text'])}"
+        "</li>"
+        for c in v["checks"]
+    ]
+    parts.append("</ul>")
+    eps = audit.get("epsilon")
+    parts.append("<h2>Privacy budget (accounted)</h2>")
+    if eps:
+        rows = [
+            dict(
+                site=k,
+                **{
+                    c: s.get(c)
+                    for c in (
+                        "n_records",
+                        "steps",
+                        "noise_multiplier",
+                        "sample_rate",
+                        "delta",
+                        "epsilon",
+                        "accountant",
+                    )
+                },
+            )
+            for k, s in eps["sites"].items()
+        ]
+        rows += [{"site": s, "epsilon": "∞ (no DP)"} for s in eps.get("non_private_sites", [])]
+        parts.append(
+            _table(
+                rows,
+                [
+                    "site",
+                    "n_records",
+                    "steps",
+                    "noise_multiplier",
+                    "sample_rate",
+                    "delta",
+                    "epsilon",
+                    "accountant",
+                ],
+            )
+        )
+        parts.append(
+            f"<p>Released model (record level, worst site): ε = {_fmt(eps['release']['epsilon'])} at "
+            f"δ = {_fmt(eps['release']['delta'])}.</p>"
+        )
+    else:
+        parts.append("<p>No privacy ledger in the run directory.</p>")
+    d = audit["dcr"]
+    parts += [
+        "<h2>Distance to closest record (DCR)</h2>",
+        _table(
+            [
+                {"set": "synthetic → train", **d["train"]},
+                {"set": "synthetic → holdout", **d["holdout"]},
+                {"set": "holdout → train (real baseline)", **d["baseline_holdout_to_train"]},
+            ],
+            ["set", "mean", "median", "p05", "min"],
+        ),
+        f"<p>Closer to train: {d['closer_to_train']}/{d['n']} (expected share {d['binomial']['null_share']:.3f}"
+        f"), binomial p = {d['binomial']['p_value']:.3g}; Mann–Whitney U (size-matched, "
+        f"{d['mannwhitney_u']['reference_size']} records) p = {d['mannwhitney_u']['p_value']:.3g}.</p>",
+        _img(figures.get("dcr"), "DCR histograms"),
+        "<h2>Nearest-neighbour distance ratio and near-copies</h2>",
+        f"<p>NNDR median {audit['nndr']['median']:.3f} (real holdout: "
+        f"{audit['nndr']['baseline_holdout']['median']:.3f}); near-copy share "
+        f"{100 * audit['near_copy_share']:.2f}% (NNDR &lt; {audit['near_copy']['threshold']:.3g}).</p>",
+        _img(figures.get("nndr"), "NNDR histograms"),
+        "<h3>Synthetic ECGs closest to a single training ECG</h3>",
+        _table(audit["near_copy"]["worst"], ["synthetic_index", "train_ecg_id", "d1", "d2", "nndr"]),
+        _img(figures.get("near_copies"), "worst near-copies"),
+    ]
+    mia = audit.get("mia")
+    parts.append("<h2>Membership inference on the model</h2>")
+    if mia:
+        parts += [
+            f"<p>{mia['n_members']} members vs {mia['n_nonmembers']} holdout; AUC {mia['auc']:.3f}; "
+            f"TPR at 1% FPR {mia['tpr_at_fpr']['0.01']:.3f}, at 0.1% FPR {mia['tpr_at_fpr']['0.001']:.3f} "
+            f"(FPR resolution {mia['fpr_resolution']:.3g}). Timesteps {mia['timesteps']}, "
+            f"{mia['n_noise']} noise draws.</p>",
+            _img(figures.get("roc"), "MIA ROC"),
+        ]
+    else:
+        parts.append("<p>Skipped (no checkpoint).</p>")
+    can = audit.get("canary")
+    if can:
+        parts += [
+            "<h2>Empirical DP audit (canaries, one run)</h2>",
+            f"<p>{can['n_canaries']} canaries, {can['guesses']} guesses, {can['correct']} correct → "
+            f"ε ≥ {can['epsilon_lower_bound']:.3f} at δ = {can['delta']:.1e} with "
+            f"{100 * (1 - can['beta']):.0f}% confidence (Steinke, Nasr &amp; Jagielski 2023); "
+            f"accounted ε = {_fmt(can.get('accounted_epsilon'))}.</p>",
+        ]
+    parts.append(
+        "<h2>Definitions</h2><p>See <code>docs/privacy.md</code> and the module docstrings of "
+        "<code>privacy.audit</code>, <code>privacy.distances</code>, <code>privacy.mia</code> and "
+        "<code>privacy.canary</code>; every number here is in <code>audit.json</code>.</p></body></html>"
+    )
+    return "\n".join(parts)
+
+
+def write_report(out_dir: str | Path, audit: dict, figures: dict[str, bytes]) -> Path:
+    path = Path(out_dir) / "report.html"
+    atomic_write_text(path, render_html(audit, figures))
+    return path
