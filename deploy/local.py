@@ -36,13 +36,27 @@ log = logging.getLogger(__name__)
 FINISHED_OK = "finished:completed"
 
 
-def explain_supernode_failure(text: str) -> str:
-    """A one-line reason for a SuperNode that did not connect, read from its log."""
+NOT_REGISTERED = "No SuperNode found with the given public key"
+STILL_ONLINE = "could not be activated"
+
+
+def explain_supernode_failure(text: str, superlink_text: str = "") -> str:
+    """A one-line reason for a SuperNode that did not connect, read from its log (and the SuperLink's, if known).
+
+    Flower 1.41 answers both an unknown key and a key whose node is still marked online with the same
+    SuperNode-side error (``[code: 2004] Failed to activate SuperNode``); the SuperLink's log tells them apart."""
     if "CERTIFICATE_VERIFY_FAILED" in text or "SSL/TLS handshake error" in text:
         return ("TLS refused: the SuperLink's certificate does not verify against the given CA certificate "
                 "(wrong ca.crt, or the address is not among the certificate's names)")
     if "code: 2004" in text or "Failed to activate SuperNode" in text:
-        return "refused by the SuperLink: this SuperNode's public key is not registered (flwr supernode register)"
+        if STILL_ONLINE in superlink_text and NOT_REGISTERED not in superlink_text:
+            return ("refused by the SuperLink: a SuperNode with this key is still marked online (after a crash "
+                    "the SuperLink waits for 2 missed 30 s heartbeats, about 60 s, before it accepts the key again)")
+        if NOT_REGISTERED in superlink_text or not superlink_text:
+            return ("refused by the SuperLink: this SuperNode's public key is not registered "
+                    "(flwr supernode register)" + ("" if superlink_text else ", or a SuperNode with this key is "
+                                                   "still marked online after a crash (wait about 60 s)"))
+        return "refused by the SuperLink (code 2004: failed to activate the SuperNode)"
     if "Unable to parse the private key" in text:
         return "the private key file is not an OpenSSH EC key"
     if "Connection refused" in text or "Failed to initialize the connection" in text:
@@ -190,6 +204,10 @@ class LocalDeployment:
         )
         atomic_write_text(self.cli_home / "config.toml", flwr_config_toml(self.superlink_address, cons.ca_cert))
 
+    def kill_superlink(self) -> None:
+        """SIGKILL the SuperLink and its children (SuperExec, ServerApp): a coordinator crash."""
+        self.procs.kill("superlink")
+
     def register_sites(self, sites: list[str] | None = None) -> dict[str, int]:
         """``flwr supernode register <site>.pub`` for each site; returns the node IDs the SuperLink assigned."""
         for site in sites or list(self.site_data):
@@ -204,9 +222,12 @@ class LocalDeployment:
 
     # ---- SuperNodes ------------------------------------------------------------------------------------
     def start_supernode(self, site: str, *, private_key: Path | None = None, root_certificates: Path | None = None,
-                        wait: bool = True, max_retries: int | None = None) -> None:
+                        wait: bool = True, max_retries: int | None = None, rejoin_timeout: float = 0.0) -> None:
         """Start the SuperNode of ``site`` (its own data folder, runtime port and FLWR_HOME); wait until the
-        SuperLink accepted it (``SuperNode ID`` in its log), else raise with a one-line reason."""
+        SuperLink accepted it (``SuperNode ID`` in its log), else raise with a one-line reason.
+
+        ``rejoin_timeout`` > 0 (a restart after a crash): while the SuperLink still lists the key as online,
+        try again every 5 s for up to that many seconds."""
         bundle = self.consortium.sites[site]
         data_dir = self.site_data[site]
         argv = [
@@ -220,14 +241,39 @@ class LocalDeployment:
         if max_retries is not None:
             argv += ["--max-retries", str(max_retries)]
         name = f"supernode-{site}"
-        proc = self.procs.start(name, argv, env={"FLWR_HOME": str(self._home(name))}, cwd=self._home(name))
-        if not wait:
-            return
-        offset = len(proc.log_text())
-        self.procs.wait_for(
-            name, lambda p: "SuperNode ID:" in p.log_text()[offset:], timeout=self.startup_timeout,
-            failure=lambda p: explain_supernode_failure(p.log_text()[offset:]),
-        )
+        deadline = time.monotonic() + rejoin_timeout
+        while True:
+            link_mark = self.log_offset("superlink")
+            proc = self.procs.start(name, argv, env={"FLWR_HOME": str(self._home(name))}, cwd=self._home(name))
+            if not wait:
+                return
+            offset = len(proc.log_text())
+            try:
+                self.procs.wait_for(
+                    name, lambda p: "SuperNode ID:" in p.log_text()[offset:], timeout=self.startup_timeout,
+                    failure=lambda p: explain_supernode_failure(
+                        p.log_text()[offset:], self.procs["superlink"].log_text()[link_mark:]),
+                )
+                return
+            except FedECGError as exc:
+                if "still marked online" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                log.info("%s: the SuperLink still lists this key as online; retrying in 5 s", name)
+                time.sleep(5)
+
+    def log_offset(self, name: str) -> int:
+        """Current length of a process's log (pass to :meth:`wait_for_log` to look only at newer lines)."""
+        return len(self.procs[name].log_text())
+
+    def wait_for_log(self, name: str, needle: str, *, after: int = 0, count: int = 1, timeout: float = 60.0) -> None:
+        """Wait until ``needle`` appears ``count`` times in the log of process ``name`` past offset ``after``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[name].log_text()[after:].count(needle) >= count:
+                return
+            time.sleep(0.2)
+        raise FedECGError(f"{name}: {needle!r} did not appear {count}x within {timeout:.0f} s "
+                          f"(log: {self.procs[name].log_path})")
 
     def stop_supernode(self, site: str) -> None:
         self.procs.stop(f"supernode-{site}")

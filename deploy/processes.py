@@ -203,7 +203,8 @@ class ProcessGroup:
             time.sleep(0.1)
         for pid in [proc.pid, *kids]:
             if pid_alive(pid) and (pid != proc.pid or proc.alive()):
-                log.warning("%s: pid %d did not stop after %.0f s, sending SIGKILL", name, pid, timeout)
+                if sig != signal.SIGKILL:
+                    log.warning("%s: pid %d did not stop after %.0f s, sending SIGKILL", name, pid, timeout)
                 _signal_pid(pid, signal.SIGKILL)
         try:
             proc.popen.wait(timeout=5)
