@@ -1,0 +1,82 @@
+"""Checkpoint files: atomic save, validated load, and building the denoiser from a checkpoint.
+
+Payload (docs/INTERFACES.md): ``{"format": "fedecg-checkpoint/1", "round", "model_config", "state_dict",
+"ema_state_dict" | None, "label_codes", "demographics", "run_config", "privacy_ledger", "rng_state",
+"manifest_path"}``. Files are read with ``torch.load(weights_only=True)`` (no arbitrary pickles), so
+payload values must be tensors, numbers, strings, bools, None and lists/dicts/tuples of these.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedecg.errors import FedECGError
+from fedecg.io import atomic_save
+from sssd.config import ModelConfig
+
+CHECKPOINT_FORMAT = "fedecg-checkpoint/1"
+REQUIRED_KEYS = ("format", "model_config", "state_dict")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically (``format`` is filled in when missing; required keys are checked)."""
+    payload = {"format": CHECKPOINT_FORMAT, **payload}
+    _validate(payload, Path(path))
+    atomic_save(path, lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint; FedECGError names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FedECGError(f"checkpoint {path}: file not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        raise FedECGError(
+            f"checkpoint {path}: cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})"
+        ) from exc
+    _validate(payload, path)
+    return payload
+
+
+def _validate(payload: Any, path: Path) -> None:
+    if not isinstance(payload, dict):
+        raise FedECGError(f"checkpoint {path}: expected a dict payload, got {type(payload).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise FedECGError(f"checkpoint {path}: missing keys {missing}")
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise FedECGError(f"checkpoint {path}: format {payload['format']!r}, expected {CHECKPOINT_FORMAT!r}")
+    if not isinstance(payload["model_config"], dict):
+        raise FedECGError(f"checkpoint {path}: model_config must be a dict")
+    for key in ("state_dict", "ema_state_dict"):
+        sd = payload.get(key)
+        if key == "ema_state_dict" and sd is None:
+            continue
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise FedECGError(f"checkpoint {path}: {key} must be a dict of tensors")
+
+
+def build_model(
+    ckpt: dict[str, Any], device: str | torch.device = "cpu", ema: bool = True
+) -> tuple[torch.nn.Module, ModelConfig]:
+    """(model in eval mode on ``device``, config) from a loaded checkpoint; EMA weights when present and
+    ``ema`` is true. Mismatched weights raise FedECGError."""
+    from sssd.model import SSSDDenoiser
+
+    cfg = ModelConfig.from_dict(ckpt["model_config"])
+    sd = ckpt.get("ema_state_dict") if ema and ckpt.get("ema_state_dict") is not None else ckpt["state_dict"]
+    model = SSSDDenoiser(cfg)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise FedECGError(
+            f"checkpoint weights do not match its model_config: {str(exc).splitlines()[0]}"
+        ) from exc
+    return model.to(device).eval(), cfg

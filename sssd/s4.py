@@ -1,0 +1,198 @@
+"""Diagonal structured state-space (S4D) layer, bidirectional, computed as an FFT long convolution.
+
+Choice (documented in docs/model.md): SSSD-ECG used the full S4 (DPLR) kernel; we use its diagonal
+restriction S4D (Gu et al. 2022, "On the Parameterization and Initialization of Diagonal State Space
+Models"), which matches S4 on long-range benchmarks, needs no Cauchy kernel or custom extensions and runs
+on CPU and CUDA in plain torch. Initialisation is HiPPO-derived:
+
+* ``legs`` (default, S4D-LegS): A = eigenvalues of the normal part of the HiPPO-LegS matrix
+  (A_N = A_LegS + P P^T, P_n = sqrt(n + 1/2); eigenvalues -1/2 + i w_n, the N/2 with w_n > 0) and
+  B = V^* B_LegS in the same eigenbasis, folded into C;
+* ``lin`` (S4D-Lin): A_n = -1/2 + i pi n, B = 1.
+
+Per channel h (H channels) with N/2 complex modes, step dt_h and zero-order-hold discretisation, the
+kernel is
+
+    K[h, l] = 2 Re( sum_n C[h, n] (exp(dt_h A[h, n]) - 1) / A[h, n] * exp(dt_h A[h, n] l) ),  l < L
+
+and y = K * u (+ a second, anti-causal kernel when bidirectional) + D u. The Vandermonde factor
+exp(dtA l) is never materialised as a (H, N/2, L) tensor: with l = g M + m (M ~ sqrt(L)) it factorises
+into exp(dtA g M) (H, N/2, L/M) and exp(dtA m) (H, N/2, M), and the sum over modes becomes one batched
+matmul. Memory and autograd state per layer are O(H N sqrt(L)) instead of O(H N L), which is what makes
+the paper configuration trainable in a few GB.
+
+DP-SGD: the kernel is computed inside ``S4DConv.forward`` (which receives the batch), so Opacus hooks see
+the batch; ``s4d_grad_sample`` computes exact per-sample gradients of the kernel parameters (cross-
+correlation by FFT, then one batched vector-Jacobian product through the kernel), registered with Opacus
+by ``sssd.dp``. Without that registration Opacus's functorch fallback also works, more slowly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def hippo_diagonal_init(n_modes: int, init: str = "legs") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Diagonal state matrix for ``n_modes`` conjugate pairs: (A_real (n,), A_imag (n,), B (n,) complex)."""
+    if init == "lin":
+        return (
+            -0.5 * np.ones(n_modes),
+            math.pi * np.arange(n_modes, dtype=np.float64),
+            np.ones(n_modes, complex),
+        )
+    if init != "legs":
+        raise ValueError(f"unknown S4D init {init!r}")
+    n = 2 * n_modes
+    q = np.sqrt(2 * np.arange(n) + 1.0)
+    a = -np.tril(np.outer(q, q), -1) - np.diag(np.arange(n) + 1.0)  # HiPPO-LegS
+    b = q.copy()
+    p = np.sqrt(np.arange(n) + 0.5)
+    skew = a + np.outer(p, p) + 0.5 * np.eye(n)  # normal part A_N = -I/2 + skew
+    w, v = np.linalg.eigh(-1j * skew)  # skew v = i w v
+    keep = np.argsort(w)[n_modes:]  # the half with w > 0 (the other half are conjugates)
+    b_diag = v[:, keep].conj().T @ b
+    return -0.5 * np.ones(n_modes), w[keep], b_diag
+
+
+class S4DConv(nn.Module):
+    """u (B, H, L) -> K * u + D u: the S4D convolution with its kernel computed from the parameters."""
+
+    def __init__(
+        self,
+        channels: int,
+        state: int,
+        bidirectional: bool = True,
+        init: str = "legs",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ) -> None:
+        super().__init__()
+        n = state // 2
+        self.channels = channels
+        self.bidirectional = bidirectional
+        k = 2 if bidirectional else 1
+        a_re, a_im, b = hippo_diagonal_init(n, init)
+        log_dt = torch.rand(channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        c = torch.randn(k, channels, n, dtype=torch.cfloat) * torch.from_numpy(b).to(torch.cfloat)
+        self.log_dt = nn.Parameter(log_dt)
+        self.log_A_real = nn.Parameter(
+            torch.log(-torch.tensor(a_re, dtype=torch.float32)).repeat(channels, 1)
+        )
+        self.A_imag = nn.Parameter(torch.tensor(a_im, dtype=torch.float32).repeat(channels, 1))
+        self.C = nn.Parameter(torch.view_as_real(c).contiguous())  # real view: (k, H, n, 2)
+        self.D = nn.Parameter(torch.randn(channels))
+        self._cached_kf: tuple[int, torch.Tensor] | None = None  # plain attribute, never in state_dict
+
+    def kernel(self, length: int) -> torch.Tensor:
+        """The real convolution kernel(s), shape (k, H, length); k = 2 when bidirectional."""
+        dt = torch.exp(self.log_dt.float())
+        a = torch.complex(-torch.exp(self.log_A_real.float()), self.A_imag.float())  # (H, n)
+        dta = a * dt[:, None]
+        w = torch.view_as_complex(self.C.float()) * (torch.exp(dta) - 1.0) / a  # (k, H, n)
+        m = max(1, math.isqrt(length - 1) + 1)
+        g = -(-length // m)
+        steps_m = torch.arange(m, device=dta.device, dtype=torch.float32)
+        steps_g = torch.arange(g, device=dta.device, dtype=torch.float32) * m
+        z_m = torch.exp(dta[..., None] * steps_m)  # (H, n, m)
+        z_g = torch.exp(dta[..., None] * steps_g)  # (H, n, g)
+        k, h, n = w.shape
+        u = (w[..., None] * z_g).permute(1, 0, 3, 2).reshape(h, k * g, n)  # (H, k g, n)
+        kern = torch.bmm(u, z_m).real.reshape(h, k, g * m)[..., :length]  # (H, k, L)
+        return 2.0 * kern.permute(1, 0, 2)
+
+    def full_kernel(self, length: int) -> torch.Tensor:
+        """Kernel laid out for a circular convolution of size 2L, shape (H, 2L)."""
+        k = self.kernel(length)
+        if self.bidirectional:
+            return F.pad(k[0], (0, length)) + F.pad(k[1].flip(-1), (length, 0))
+        return F.pad(k[0], (0, length))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        length = u.shape[-1]
+        if self._cached_kf is not None and self._cached_kf[0] == length:
+            kf = self._cached_kf[1]
+        else:
+            kf = torch.fft.rfft(self.full_kernel(length), n=2 * length)
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            uf = torch.fft.rfft(u.float(), n=2 * length)
+            y = torch.fft.irfft(uf * kf, n=2 * length)[..., :length]
+            return y + u.float() * self.D.float()[:, None]
+
+
+def s4d_grad_sample(
+    layer: S4DConv, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Per-sample gradients of an ``S4DConv`` (Opacus grad-sampler signature).
+
+    For sample b with input u_b and output gradient g_b, dK_b[lag] = sum_t g_b[t] u_b[t - lag]
+    (causal kernel, lags 0..L-1) and sum_t g_b[t] u_b[t + j] (anti-causal kernel, lag j = 1..L), both
+    read off one FFT cross-correlation of size 2L; the kernel parameters' per-sample gradients are then
+    the vector-Jacobian products of ``layer.kernel`` with the B cotangents dK_b (batched autograd)."""
+    u = activations[0].float()
+    g = backprops.float()
+    length = u.shape[-1]
+    corr = torch.fft.irfft(
+        torch.fft.rfft(g, n=2 * length) * torch.fft.rfft(u, n=2 * length).conj(), n=2 * length
+    )  # (B, H, 2L)
+    dk = corr[..., :length].unsqueeze(1)
+    if layer.bidirectional:
+        dk = torch.cat([dk, corr[..., length:].flip(-1).unsqueeze(1)], dim=1)  # (B, 2, H, L)
+    params = [layer.log_dt, layer.log_A_real, layer.A_imag, layer.C]
+    with torch.enable_grad():
+        kern = layer.kernel(length)
+        grads = torch.autograd.grad(kern, params, grad_outputs=dk, is_grads_batched=True)
+    out = {p: gs for p, gs in zip(params, grads, strict=True) if p.requires_grad}
+    if layer.D.requires_grad:
+        out[layer.D] = (g * u).sum(-1)
+    return out
+
+
+class S4Layer(nn.Module):
+    """SSSD-ECG's S4 layer on (B, H, L): S4D conv -> GELU -> 1x1 conv to 2H -> GLU, + residual, LayerNorm."""
+
+    def __init__(
+        self,
+        channels: int,
+        state: int,
+        bidirectional: bool = True,
+        layernorm: bool = True,
+        dropout: float = 0.0,
+        init: str = "legs",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ) -> None:
+        super().__init__()
+        self.conv = S4DConv(channels, state, bidirectional, init, dt_min, dt_max)
+        self.output_linear = nn.Conv1d(channels, 2 * channels, kernel_size=1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.norm = nn.LayerNorm(channels) if layernorm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dropout(F.gelu(self.conv(x)))
+        y = self.dropout(F.glu(self.output_linear(y.to(x.dtype)), dim=1))
+        y = y + x
+        return self.norm(y.transpose(1, 2)).transpose(1, 2)
+
+
+@contextmanager
+def cached_kernels(model: nn.Module, length: int) -> Iterator[None]:
+    """Precompute every S4D layer's FFT'd kernel for sequences of ``length`` (inference only).
+
+    Kernels depend only on the weights, so during sampling they are computed once instead of at every
+    denoiser call. The cache is a plain attribute (never saved) and is dropped on exit."""
+    convs = [m for m in model.modules() if isinstance(m, S4DConv)]
+    try:
+        with torch.no_grad():
+            for conv in convs:
+                conv._cached_kf = (length, torch.fft.rfft(conv.full_kernel(length), n=2 * length))
+        yield
+    finally:
+        for conv in convs:
+            conv._cached_kf = None

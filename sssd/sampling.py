@@ -1,0 +1,174 @@
+"""Generate ECGs: ancestral DDPM and DDIM, batched, seeded, with classifier-free guidance.
+
+Conditioning: ``labels`` (B, 71) multi-hot or None (= unknown), ``demo``/``demo_mask`` (B, 4) with mask 1 =
+known, 0 = unknown (so "only age and sex" is a mask [1, 1, 0, 0]); None = all unknown. With guidance
+scale g the prediction is eps = eps_u + g (eps_c - eps_u), where eps_u is the model with labels zeroed and
+demo_mask zeroed (g = 1: conditional only, one model call per step; g = 0: unconditional).
+
+Samplers (x in model units, i.e. mV / data_scale; z ~ N(0, I)):
+* DDPM (``steps`` is ignored, always T): x_{t-1} = mu(x_t, eps) + sqrt(beta_tilde_t) z for t > 0, mu at t = 0.
+* DDIM on the sub-sequence tau_1 < ... < tau_S (``steps`` = S, evenly spaced in 0..T-1, always ending at
+  0): x0_hat = (x - sqrt(1 - abar_t) eps) / sqrt(abar_t),
+  sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev),
+  x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z, with abar_prev = 1 after
+  the last step.
+Randomness: x_T ~ N(0, I) is drawn first, then one z per step except the last, in order of decreasing t,
+all from ``generator`` (on its own device, then moved), so the same seed gives the same ECGs, and DDIM with
+steps = T and eta = 1 consumes exactly the noise DDPM does and then equals it (algebraically identical
+updates: beta_tilde_t = sigma^2 and the two means coincide; numerically equal to float32 precision).
+
+During sampling the S4 kernels are precomputed once (``sssd.s4.cached_kernels``). ``precision="bf16"``
+runs convolutions/linears under CPU/CUDA autocast (FFTs stay float32).
+Output: (B, 12, L) in mV, PTB-XL lead order, the 4 limb leads derived from I and II.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from torch import nn
+
+from sssd.diffusion import Schedule, posterior_mean, predict_x0
+from sssd.model import unwrap
+from sssd.s4 import cached_kernels
+
+log = logging.getLogger(__name__)
+
+
+def derive_12_leads(x8: torch.Tensor) -> torch.Tensor:
+    """(..., 8, L) leads I, II, V1..V6 -> (..., 12, L) I, II, III, aVR, aVL, aVF, V1..V6.
+
+    III = II - I, aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2. Uses ``ptbxl.signals.derive_12_leads``
+    when the data layer provides it."""
+    try:
+        from ptbxl.signals import derive_12_leads as data_layer_derive
+    except ImportError:
+        data_layer_derive = None
+    if data_layer_derive is not None:
+        return data_layer_derive(x8)
+    lead_i, lead_ii = x8[..., 0, :], x8[..., 1, :]
+    limb = torch.stack(
+        [lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2], dim=-2
+    )
+    return torch.cat([x8[..., :2, :], limb, x8[..., 2:, :]], dim=-2)
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """Evenly spaced, strictly increasing steps in 0..T-1 including 0 and T-1 (all of them if steps >= T)."""
+    if steps >= T:
+        return list(range(T))
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    taus = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().tolist()
+    return sorted(set(taus))
+
+
+def _batch_inputs(labels, demo, demo_mask, batch_size, cfg, device):
+    sizes = {v.shape[0] for v in (labels, demo, demo_mask) if v is not None}
+    if batch_size is not None:
+        sizes.add(batch_size)
+    if len(sizes) != 1:
+        raise ValueError(f"cannot infer one batch size from the inputs (got sizes {sorted(sizes)})")
+    b = sizes.pop()
+    labels = torch.zeros(b, cfg.num_labels) if labels is None else labels
+    demo = torch.zeros(b, cfg.num_demographics) if demo is None else demo
+    demo_mask = torch.zeros(b, cfg.num_demographics) if demo_mask is None else demo_mask
+    return b, *(torch.as_tensor(v, dtype=torch.float32).to(device) for v in (labels, demo, demo_mask))
+
+
+def _randn(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    schedule: Schedule,
+    labels: torch.Tensor | None = None,
+    demo: torch.Tensor | None = None,
+    demo_mask: torch.Tensor | None = None,
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    return_model_view: bool = False,
+) -> torch.Tensor:
+    """Sample B ECGs. Returns (B, 12, L) mV (or (B, 8, L) mV with ``return_model_view``)."""
+    net = unwrap(model)
+    cfg = net.cfg
+    device = next(net.parameters()).device
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    b, labels, demo, demo_mask = _batch_inputs(labels, demo, demo_mask, batch_size, cfg, device)
+    sched = schedule.to(device)
+    was_training = net.training
+    net.eval()
+    amp = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
+
+    def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=device)
+        with amp:
+            if guidance == 1.0:
+                return net(x, tt, labels, demo, demo_mask).float()
+            zl, zm = torch.zeros_like(labels), torch.zeros_like(demo_mask)
+            both = net(
+                torch.cat([x, x]),
+                torch.cat([tt, tt]),
+                torch.cat([labels, zl]),
+                torch.cat([demo, demo]),
+                torch.cat([demo_mask, zm]),
+            ).float()
+        cond, uncond = both.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    try:
+        with cached_kernels(net, cfg.seq_len):
+            x = _randn((b, cfg.out_channels, cfg.seq_len), generator, device)
+            if sampler == "ddpm":
+                x = _ddpm_loop(x, sched, eps_fn, generator, device)
+            else:
+                x = _ddim_loop(x, sched, eps_fn, steps, eta, generator, device)
+    finally:
+        net.train(was_training)
+    x = x * cfg.data_scale
+    return x if return_model_view else derive_12_leads(x)
+
+
+def _ddpm_loop(x, sched: Schedule, eps_fn, generator, device) -> torch.Tensor:
+    for t in range(sched.T - 1, -1, -1):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=device)
+        x = posterior_mean(sched, x, tt, eps_fn(x, t))
+        if t > 0:
+            x = x + sched.posterior_variance[t].sqrt() * _randn(x.shape, generator, device)
+    return x
+
+
+def _ddim_loop(x, sched: Schedule, eps_fn, steps: int, eta: float, generator, device) -> torch.Tensor:
+    taus = ddim_timesteps(sched.T, steps)
+    abar = sched.alpha_bars.double()
+    for i in range(len(taus) - 1, -1, -1):
+        t = taus[i]
+        a_t = abar[t]
+        a_prev = abar[taus[i - 1]] if i > 0 else torch.ones((), dtype=torch.float64, device=abar.device)
+        eps = eps_fn(x, t)
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=device)
+        x0_hat = predict_x0(sched, x, tt, eps)
+        sigma = eta * torch.sqrt((1 - a_prev) / (1 - a_t)) * torch.sqrt(1 - a_t / a_prev)
+        coef_eps = torch.sqrt(torch.clamp(1 - a_prev - sigma**2, min=0.0))
+        x = a_prev.sqrt().float() * x0_hat + coef_eps.float() * eps
+        if i > 0 and eta > 0:
+            x = x + sigma.float() * _randn(x.shape, generator, device)
+    return x

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from fedecg.device import torch_threads
+from sssd.s4 import S4DConv, S4Layer, cached_kernels, hippo_diagonal_init, s4d_grad_sample
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The CPU is shared: one intra-op thread avoids OpenMP oversubscription (10x slowdowns under load)."""
+    with torch_threads(1):
+        yield
+
+
+def _naive_kernel(conv: S4DConv, length: int) -> torch.Tensor:
+    dt = torch.exp(conv.log_dt.double())
+    a = torch.complex(-torch.exp(conv.log_A_real.double()), conv.A_imag.double())
+    dta = a * dt[:, None]
+    c = torch.view_as_complex(conv.C.double())
+    w = c * (torch.exp(dta) - 1) / a
+    vand = torch.exp(dta[..., None] * torch.arange(length, dtype=torch.float64))  # (H, n, L)
+    return 2 * torch.einsum("khn,hnl->khl", w, vand).real
+
+
+def test_legs_init_is_stable_and_lin_matches_formula():
+    a_re, a_im, b = hippo_diagonal_init(8, "legs")
+    assert np.all(a_re == -0.5) and np.all(a_im > 0) and np.all(np.diff(a_im) > 0)
+    assert np.all(np.abs(b) > 0)
+    l_re, l_im, _ = hippo_diagonal_init(4, "lin")
+    assert np.allclose(l_im, np.pi * np.arange(4)) and np.all(l_re == -0.5)
+
+
+def test_factorised_kernel_equals_naive_vandermonde():
+    torch.manual_seed(0)
+    conv = S4DConv(channels=6, state=16, bidirectional=True)
+    for length in (1, 37, 1000):
+        assert torch.allclose(conv.kernel(length).double(), _naive_kernel(conv, length), atol=1e-4, rtol=1e-4)
+
+
+def test_bidirectional_conv_matches_direct_sum():
+    torch.manual_seed(1)
+    conv = S4DConv(channels=3, state=8, bidirectional=True)
+    u = torch.randn(2, 3, 20)
+    k = conv.kernel(20).double()
+    ud = u.double()
+    expected = torch.zeros_like(ud)
+    for t in range(20):
+        for s in range(20):
+            if s <= t:
+                expected[..., t] += k[0, :, t - s] * ud[..., s]
+            else:
+                expected[..., t] += k[1, :, s - t - 1] * ud[..., s]
+    expected += ud * conv.D.double()[:, None]
+    assert torch.allclose(conv(u).double(), expected, atol=1e-4)
+
+
+def test_grad_sampler_matches_per_example_autograd():
+    torch.manual_seed(2)
+    conv = S4DConv(channels=4, state=8, bidirectional=True)
+    u, g = torch.randn(3, 4, 50), torch.randn(3, 4, 50)
+    per_sample = s4d_grad_sample(conv, [u], g)
+    for b in range(3):
+        conv.zero_grad()
+        (conv(u[b : b + 1]) * g[b : b + 1]).sum().backward()
+        for p in conv.parameters():
+            assert torch.allclose(per_sample[p][b], p.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_cached_kernels_give_same_output_and_are_dropped():
+    torch.manual_seed(3)
+    layer = S4Layer(channels=8, state=8)
+    x = torch.randn(2, 8, 64)
+    with torch.no_grad():
+        ref = layer(x)
+        with cached_kernels(layer, 64):
+            assert layer.conv._cached_kf is not None
+            cached = layer(x)
+    assert layer.conv._cached_kf is None
+    assert torch.allclose(ref, cached, atol=1e-6)
+    assert "conv._cached_kf" not in layer.state_dict()
