@@ -43,8 +43,11 @@ class ECGClassifier(nn.Module):
         chans = [cfg.in_leads, w, w, 2 * w, 2 * w]
         blocks = []
         for i, k in enumerate((7, 5, 5, 3)):
-            blocks += [nn.Conv1d(chans[i], chans[i + 1], k, stride=2, padding=k // 2, bias=False),
-                       nn.BatchNorm1d(chans[i + 1]), nn.ReLU(inplace=True)]
+            blocks += [
+                nn.Conv1d(chans[i], chans[i + 1], k, stride=2, padding=k // 2, bias=False),
+                nn.BatchNorm1d(chans[i + 1]),
+                nn.ReLU(inplace=True),
+            ]
         self.features = nn.Sequential(*blocks)
         self.project = nn.Sequential(nn.Linear(4 * w, cfg.emb_dim), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(cfg.emb_dim, cfg.n_classes))
@@ -57,15 +60,22 @@ class ECGClassifier(nn.Module):
         return self.head(self.embed(x))
 
 
-def train_classifier(x: np.ndarray, y: np.ndarray, cfg: ClassifierConfig, device: torch.device | None = None,
-                     x_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> ECGClassifier:
+def train_classifier(
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: ClassifierConfig,
+    device: torch.device | None = None,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+) -> ECGClassifier:
     """Train on ``x`` (N, 8, L) mV, ``y`` (N, K) multi-hot; with a validation set the epoch with the best
     validation macro AUROC (ties → lowest validation loss) is kept."""
     device = device or torch.device("cpu")
     if len(x) == 0 or len(x) != len(y) or y.shape[1] != cfg.n_classes:
-        raise FedECGError(f"train_classifier: bad shapes x {np.shape(x)}, y {np.shape(y)} "
-                          f"for {cfg.n_classes} classes")
-    # parameter init and dropout draw from torch's default generator: fork it so the caller's state is untouched
+        raise FedECGError(
+            f"train_classifier: bad shapes x {np.shape(x)}, y {np.shape(y)} for {cfg.n_classes} classes"
+        )
+    # parameter init and dropout use torch's default generator: fork it so the caller's state is untouched
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return _train(x, y, cfg, device, x_val, y_val)
@@ -83,7 +93,7 @@ def _train(x, y, cfg: ClassifierConfig, device: torch.device, x_val, y_val) -> E
         model.train()
         perm = torch.randperm(len(xt), generator=gen)
         for b in range(steps_per_epoch):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(idx) < 2 and len(xt) >= 2:
                 continue  # BatchNorm needs two samples
             xb = _augment(xt[idx], gen).to(device)
@@ -110,15 +120,17 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(model: ECGClassifier, x: np.ndarray, device: torch.device | None = None,
-                  batch_size: int = 256) -> np.ndarray:
+def predict_proba(
+    model: ECGClassifier, x: np.ndarray, device: torch.device | None = None, batch_size: int = 256
+) -> np.ndarray:
     """Sigmoid probabilities (N, K)."""
     return _batched(model, x, device, batch_size, lambda m, xb: torch.sigmoid(m(xb)))
 
 
 @torch.no_grad()
-def embed(model: ECGClassifier, x: np.ndarray, device: torch.device | None = None,
-          batch_size: int = 256) -> np.ndarray:
+def embed(
+    model: ECGClassifier, x: np.ndarray, device: torch.device | None = None, batch_size: int = 256
+) -> np.ndarray:
     """Embeddings (N, emb_dim) used by the FID."""
     return _batched(model, x, device, batch_size, lambda m, xb: m.embed(xb))
 
@@ -126,8 +138,10 @@ def embed(model: ECGClassifier, x: np.ndarray, device: torch.device | None = Non
 def _batched(model, x, device, batch_size, fn) -> np.ndarray:
     device = device or next(model.parameters()).device
     model.eval()
-    outs = [fn(model, torch.as_tensor(np.asarray(x[i:i + batch_size]), dtype=torch.float32).to(device)).cpu()
-            for i in range(0, len(x), batch_size)]
+    outs = [
+        fn(model, torch.as_tensor(np.asarray(x[i : i + batch_size]), dtype=torch.float32).to(device)).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
 
 
@@ -149,15 +163,21 @@ def bootstrap_auroc(y: np.ndarray, p: np.ndarray, n_boot: int = 200, seed: int =
         if np.isfinite(v):
             boots.append(v)
     point = macro_auroc(y, p)
-    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan))
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan)
     return {"auroc": point, "ci_low": float(lo), "ci_high": float(hi), "n_boot": len(boots)}
 
 
-def save_classifier(path: str | Path, model: ECGClassifier, cfg: ClassifierConfig, classes: list[str]) -> None:
+def save_classifier(
+    path: str | Path, model: ECGClassifier, cfg: ClassifierConfig, classes: list[str]
+) -> None:
     from fedecg.io import atomic_save
 
-    payload = {"format": FORMAT, "config": asdict(cfg), "classes": list(classes),
-               "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+    payload = {
+        "format": FORMAT,
+        "config": asdict(cfg),
+        "classes": list(classes),
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+    }
     atomic_save(path, lambda fh: torch.save(payload, fh))
 
 

@@ -3,13 +3,12 @@
 Two on-disk forms are read, both produced by ``fedecg synthesize`` and the first also by PhysioNet:
 - a PTB-XL-layout folder (``ptbxl_database.csv`` + ``records100/``; ``scp_statements.csv`` when present);
 - an ``.npz`` with ``signals`` (N, 12|8, L) mV and optionally ``ecg_ids``, ``label_codes`` + ``labels``
-  (N, K multi-hot), and ``age``/``sex``/``height``/``weight`` (N,) with NaN for missing (sex: 0 male, 1 female,
-  PTB-XL coding).
+  (N, K multi-hot), and ``age``/``sex``/``height``/``weight`` (N,) with NaN for missing
+  (sex: 0 male, 1 female, PTB-XL coding).
 """
 
 from __future__ import annotations
 
-import ast
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.leads import LEADS_12, to_12_leads
+from evaluation.leads import to_12_leads
 from fedecg.errors import FedECGError
 
 log = logging.getLogger(__name__)
@@ -27,8 +26,8 @@ DEMO_COLUMNS = ("age", "sex", "height", "weight")
 
 @dataclass(frozen=True)
 class ECGSet:
-    """``signals`` (N, 12, L) float32 mV; ``meta`` one row per ECG (index ``ecg_id``) with ``scp_codes`` (dict)
-    and the demographic columns; ``statements`` the SCP statement table when known (index = code)."""
+    """``signals`` (N, 12, L) float32 mV; ``meta`` one row per ECG (index ``ecg_id``) with ``scp_codes``
+    (dict) and the demographic columns; ``statements`` the SCP statement table when known (index = code)."""
 
     signals: np.ndarray
     meta: pd.DataFrame
@@ -49,10 +48,11 @@ class ECGSet:
         return ECGSet(self.signals[idx], self.meta.iloc[idx], self.fs, self.statements)
 
 
-def load_ecg_set(path: str | Path, max_records: int | None = None, folds: tuple[int, ...] | None = None,
-                 seed: int = 0) -> ECGSet:
-    """Load a PTB-XL-layout folder or an ``.npz``; optionally keep only ``folds`` (``strat_fold``) and a seeded
-    random subset of at most ``max_records`` ECGs."""
+def load_ecg_set(
+    path: str | Path, max_records: int | None = None, folds: tuple[int, ...] | None = None, seed: int = 0
+) -> ECGSet:
+    """Load a PTB-XL-layout folder or an ``.npz``; optionally keep only ``folds`` (``strat_fold``) and a
+    seeded random subset of at most ``max_records`` ECGs."""
     path = Path(path)
     if path.is_dir():
         return _load_folder(path, max_records, folds, seed)
@@ -66,16 +66,10 @@ def load_ecg_set(path: str | Path, max_records: int | None = None, folds: tuple[
 
 
 def _load_folder(root: Path, max_records: int | None, folds: tuple[int, ...] | None, seed: int) -> ECGSet:
-    db_path = root / "ptbxl_database.csv"
-    if not db_path.is_file():
-        raise FedECGError(f"{root}: missing ptbxl_database.csv (not a PTB-XL-layout folder)")
-    try:
-        meta = pd.read_csv(db_path, index_col="ecg_id")
-        meta["scp_codes"] = meta["scp_codes"].apply(_parse_codes)
-    except (ValueError, KeyError, SyntaxError) as exc:
-        raise FedECGError(f"{db_path}: unreadable ({exc})") from exc
-    if "filename_lr" not in meta.columns:
-        raise FedECGError(f"{db_path}: no filename_lr column")
+    from ptbxl.layout import read_database, read_scp_statements
+    from ptbxl.signals import read_record
+
+    meta = read_database(root, required=("ecg_id", "scp_codes", "filename_lr"))
     if folds is not None and "strat_fold" in meta.columns:
         meta = meta[meta["strat_fold"].isin(folds)]
     if max_records is not None and len(meta) > max_records:
@@ -83,29 +77,12 @@ def _load_folder(root: Path, max_records: int | None, folds: tuple[int, ...] | N
         meta = meta.iloc[np.sort(rng.choice(len(meta), max_records, replace=False))]
     if len(meta) == 0:
         raise FedECGError(f"{root}: no records selected")
-    signals = np.stack([read_record_12(root, fn) for fn in meta["filename_lr"]])
-    statements = None
-    st_path = root / "scp_statements.csv"
-    if st_path.is_file():
-        statements = pd.read_csv(st_path, index_col=0)
+    signals = np.stack([np.nan_to_num(read_record(root, fn)) for fn in meta["filename_lr"]])
+    try:
+        statements = read_scp_statements(root)
+    except FedECGError:
+        statements = None
     return ECGSet(signals, meta, 100.0, statements)
-
-
-def read_record_12(root: Path, filename: str) -> np.ndarray:
-    """One WFDB record as (12, L) float32 mV in PTB-XL lead order."""
-    import wfdb
-
-    try:
-        sig, fields = wfdb.rdsamp(str(root / filename))
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise FedECGError(f"{root / filename}: cannot read WFDB record ({exc})") from exc
-    names = [n.upper() for n in fields["sig_name"]]
-    try:
-        order = [names.index(lead.upper()) for lead in LEADS_12]
-    except ValueError as exc:
-        raise FedECGError(f"{root / filename}: leads {fields['sig_name']} lack one of {LEADS_12}") from exc
-    out = np.nan_to_num(sig[:, order].T.astype(np.float32))
-    return out
 
 
 def _load_npz(path: Path) -> ECGSet:
@@ -127,18 +104,12 @@ def _load_npz(path: Path) -> ECGSet:
     return ECGSet(signals, meta, 100.0, None)
 
 
-def _parse_codes(value) -> dict:
-    if isinstance(value, dict):
-        return value
-    if not isinstance(value, str) or not value.strip():
-        return {}
-    return dict(ast.literal_eval(value))
-
-
 def superclass_map(statements: pd.DataFrame | None) -> dict[str, str]:
     """SCP code → diagnostic superclass (NORM/MI/STTC/CD/HYP) from ``scp_statements.csv``."""
     if statements is None or "diagnostic_class" not in statements.columns:
-        return {"NORM": "NORM"}
+        from ptbxl.scp_table import SUPERCLASS
+
+        return dict(SUPERCLASS)
     col = statements["diagnostic_class"].dropna()
     return {str(code): str(cls) for code, cls in col.items()}
 

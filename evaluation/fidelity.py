@@ -5,8 +5,8 @@ Definitions (all documented in docs/evaluation.md):
 - **Inter-lead correlation (ILC) error.** For ECG *i*, ``R_i`` is the 12×12 Pearson correlation matrix of its
   leads over time (a flat lead correlates 0 with the others). ECGs are grouped by condition (default: the set
   of diagnostic superclasses). For a group *g* present in both sets with at least ``min_group`` ECGs each,
-  ``C_g^real`` and ``C_g^syn`` are the element-wise means of ``R_i`` over the group's real / synthetic ECGs and
-  ``e_g = mean_{j≠k} |C_g^real[j,k] − C_g^syn[j,k]|`` (the 132 off-diagonal entries). The ILC error is the
+  ``C_g^real`` and ``C_g^syn`` are the element-wise means of ``R_i`` over the group's real / synthetic ECGs
+  and ``e_g = mean_{j≠k} |C_g^real[j,k] − C_g^syn[j,k]|`` (the 132 off-diagonal entries). The ILC error is the
   mean of ``e_g`` over matched groups weighted by the group's number of synthetic ECGs (i.e. the mean over
   synthetic ECGs of their group's error; range 0..2; identical sets → 0). No matched group → one pooled group.
 - **SNR (dB)** of one ECG: ``10·log10(P_band / P_out)`` with powers from the periodogram of every lead
@@ -15,7 +15,8 @@ Definitions (all documented in docs/evaluation.md):
 - **PSD distance per lead (dB):** ``mean_f |10·log10 P̄_real(f) − 10·log10 P̄_syn(f)|`` over 0.5 Hz ≤ f ≤ fs/2,
   with ``P̄`` the Welch PSD (nperseg 256) averaged over the set's ECGs.
 - **Mel distance per lead (dB):** the same L1 distance between the set-mean log-Mel spectra (librosa
-  mel-spectrogram, n_fft 128, hop 32, 16 Mel bands 0.5 Hz..fs/2, 10·log10 power averaged over frames and ECGs).
+  mel-spectrogram, n_fft 128, hop 32, 16 Mel bands 0.5 Hz..fs/2, 10·log10 power averaged over frames and
+  ECGs).
 - **FID:** Fréchet distance between Gaussians fitted to classifier embeddings,
   ``‖μ_r − μ_s‖² + Tr(Σ_r + Σ_s − 2 (Σ_r Σ_s)^{1/2})``.
 """
@@ -48,7 +49,8 @@ class SpectralConfig:
 
 
 def correlation_matrices(x: np.ndarray) -> np.ndarray:
-    """Per-ECG Pearson correlation matrices ``(N, C, C)`` of ``x`` ``(N, C, L)``; flat leads → 0 off-diagonal."""
+    """Per-ECG Pearson correlation matrices ``(N, C, C)`` of ``x`` ``(N, C, L)``; flat leads → 0
+    off-diagonal."""
     x = np.asarray(x, dtype=np.float64)
     xc = x - x.mean(axis=2, keepdims=True)
     norm = np.sqrt((xc**2).sum(axis=2, keepdims=True))
@@ -59,10 +61,15 @@ def correlation_matrices(x: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def inter_lead_correlation_error(real: np.ndarray, synthetic: np.ndarray,
-                                 real_groups: Sequence[str] | None = None,
-                                 synthetic_groups: Sequence[str] | None = None,
-                                 min_group: int = 3, n_boot: int = 0, seed: int = 0) -> dict:
+def inter_lead_correlation_error(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    real_groups: Sequence[str] | None = None,
+    synthetic_groups: Sequence[str] | None = None,
+    min_group: int = 3,
+    n_boot: int = 0,
+    seed: int = 0,
+) -> dict:
     """ILC error (see module docstring) with per-group values; ``n_boot`` > 0 adds a 95 % bootstrap CI
     (ECGs resampled with replacement within each group of each set)."""
     _check_pair(real, synthetic)
@@ -70,8 +77,9 @@ def inter_lead_correlation_error(real: np.ndarray, synthetic: np.ndarray,
     real_groups = list(real_groups) if real_groups is not None else ["all"] * len(r_mats)
     synthetic_groups = list(synthetic_groups) if synthetic_groups is not None else ["all"] * len(s_mats)
     r_idx, s_idx = _group_index(real_groups), _group_index(synthetic_groups)
-    matched = sorted(g for g in r_idx if g in s_idx and len(r_idx[g]) >= min_group
-                     and len(s_idx[g]) >= min_group)
+    matched = sorted(
+        g for g in r_idx if g in s_idx and len(r_idx[g]) >= min_group and len(s_idx[g]) >= min_group
+    )
     pooled = False
     if not matched:
         pooled, matched = True, ["all"]
@@ -82,13 +90,18 @@ def inter_lead_correlation_error(real: np.ndarray, synthetic: np.ndarray,
     weights /= weights.sum()
 
     def error(r_sel: dict, s_sel: dict) -> dict[str, float]:
-        return {g: float(np.abs(r_mats[r_sel[g]].mean(0) - s_mats[s_sel[g]].mean(0))[off].mean())
-                for g in matched}
+        return {
+            g: float(np.abs(r_mats[r_sel[g]].mean(0) - s_mats[s_sel[g]].mean(0))[off].mean()) for g in matched
+        }
 
     per_group = error(r_idx, s_idx)
-    out = {"value": float(np.dot(weights, list(per_group.values()))), "per_group": per_group,
-           "n_groups": len(matched), "pooled_fallback": pooled,
-           "group_sizes": {g: [int(len(r_idx[g])), int(len(s_idx[g]))] for g in matched}}
+    out = {
+        "value": float(np.dot(weights, list(per_group.values()))),
+        "per_group": per_group,
+        "n_groups": len(matched),
+        "pooled_fallback": pooled,
+        "group_sizes": {g: [int(len(r_idx[g])), int(len(s_idx[g]))] for g in matched},
+    }
     if n_boot > 0:
         rng = np.random.default_rng(seed)
         boots = []
@@ -113,8 +126,12 @@ def snr_db(x: np.ndarray, fs: float = 100.0, band_hz: tuple[float, float] = (0.5
     return 10.0 * np.log10(np.maximum(p_in, 1e-30) / np.maximum(p_out, floor))
 
 
-def psd_distance_per_lead(real: np.ndarray, synthetic: np.ndarray, cfg: SpectralConfig = SpectralConfig(),
-                          lead_names: Sequence[str] = LEADS_12) -> dict[str, float]:
+def psd_distance_per_lead(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    cfg: SpectralConfig = SpectralConfig(),
+    lead_names: Sequence[str] = LEADS_12,
+) -> dict[str, float]:
     """Per-lead L1 distance (dB) between the set-mean Welch PSDs."""
     from scipy.signal import welch
 
@@ -131,14 +148,26 @@ def log_mel_spectra(x: np.ndarray, cfg: SpectralConfig = SpectralConfig()) -> np
     """Set-mean log-Mel spectrum ``(C, n_mels)`` in dB of ``x`` ``(N, C, L)`` (mean over ECGs and frames)."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(y=np.asarray(x, dtype=np.float32), sr=cfg.fs, n_fft=cfg.n_fft,
-                                         hop_length=cfg.hop, n_mels=cfg.n_mels, fmin=cfg.band_hz[0],
-                                         fmax=cfg.fs / 2, power=2.0, center=True)
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(x, dtype=np.float32),
+        sr=cfg.fs,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop,
+        n_mels=cfg.n_mels,
+        fmin=cfg.band_hz[0],
+        fmax=cfg.fs / 2,
+        power=2.0,
+        center=True,
+    )
     return (10 * np.log10(mel.astype(np.float64) + _EPS_POWER)).mean(axis=(0, -1))
 
 
-def mel_distance_per_lead(real: np.ndarray, synthetic: np.ndarray, cfg: SpectralConfig = SpectralConfig(),
-                          lead_names: Sequence[str] = LEADS_12) -> dict[str, float]:
+def mel_distance_per_lead(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    cfg: SpectralConfig = SpectralConfig(),
+    lead_names: Sequence[str] = LEADS_12,
+) -> dict[str, float]:
     """Per-lead L1 distance (dB) between the set-mean log-Mel spectra."""
     _check_pair(real, synthetic)
     d = np.abs(log_mel_spectra(real, cfg) - log_mel_spectra(synthetic, cfg)).mean(axis=1)
@@ -164,7 +193,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def _per_lead(values: np.ndarray, lead_names: Sequence[str]) -> dict[str, float]:
     names = list(lead_names) if len(lead_names) == len(values) else [f"lead{i}" for i in range(len(values))]
-    return {n: float(v) for n, v in zip(names, values)}
+    return {n: float(v) for n, v in zip(names, values, strict=True)}
 
 
 def _group_index(groups: Sequence[str]) -> dict[str, np.ndarray]:

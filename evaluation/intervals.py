@@ -22,7 +22,8 @@ _PLAUSIBLE = {"qrs_ms": (40, 200), "qt_ms": (200, 700), "pr_ms": (60, 400), "hr_
 
 
 def ecg_measures(x: np.ndarray, fs: float = 100.0, lead: int = 1) -> pd.DataFrame:
-    """One row per ECG of ``x`` ``(N, C, L)`` mV with the columns ``MEASURES`` (NaN where delineation fails)."""
+    """One row per ECG of ``x`` ``(N, C, L)`` mV with the columns ``MEASURES`` (NaN where delineation
+    fails)."""
     rows = [_measure_one(np.asarray(sig[lead], dtype=np.float64), fs) for sig in np.asarray(x)]
     return pd.DataFrame(rows, columns=list(MEASURES))
 
@@ -46,7 +47,7 @@ def _measure_one(sig: np.ndarray, fs: float) -> dict[str, float]:
             base = np.median(clean)
             out["r_amp_mv"] = float(np.median(clean[rpeaks] - base))
             half = max(1, int(0.06 * fs))
-            p2p = [np.ptp(clean[max(0, r - half): r + half + 1]) for r in rpeaks]
+            p2p = [np.ptp(clean[max(0, r - half) : r + half + 1]) for r in rpeaks]
             out["qrs_amp_mv"] = float(np.median(p2p))
             _, waves = nk.ecg_delineate(clean, rpeaks, sampling_rate=int(fs), method="dwt")
         except Exception as exc:  # neurokit2 raises many types on degenerate signals
@@ -54,8 +55,11 @@ def _measure_one(sig: np.ndarray, fs: float) -> dict[str, float]:
             return out
     w = {k: np.asarray(v, dtype=float) for k, v in waves.items()}
     ms = 1000.0 / fs
-    pairs = {"qrs_ms": ("ECG_R_Offsets", "ECG_R_Onsets"), "qt_ms": ("ECG_T_Offsets", "ECG_R_Onsets"),
-             "pr_ms": ("ECG_R_Onsets", "ECG_P_Onsets")}
+    pairs = {
+        "qrs_ms": ("ECG_R_Offsets", "ECG_R_Onsets"),
+        "qt_ms": ("ECG_T_Offsets", "ECG_R_Onsets"),
+        "pr_ms": ("ECG_R_Onsets", "ECG_P_Onsets"),
+    }
     for name, (end, start) in pairs.items():
         if end in w and start in w and len(w[end]) == len(w[start]):
             out[name] = _plausible(name, (w[end] - w[start]) * ms)

@@ -1,6 +1,6 @@
 """Lead bookkeeping for evaluation: the 12 PTB-XL lead names and the 8 → 12 lead derivation.
 
-Uses ``ptbxl.signals.derive_12_leads`` when the data room provides it; the formulas are Einthoven/Goldberger:
+Delegates to ``ptbxl.signals.derive_12_leads`` (Einthoven/Goldberger):
 III = II − I, aVR = −(I + II)/2, aVL = I − II/2, aVF = II − I/2 (all in mV).
 """
 
@@ -23,10 +23,9 @@ def to_12_leads(signals: np.ndarray) -> np.ndarray:
         raise FedECGError(f"ECG array must have shape (N, 8|12, L), got {tuple(np.shape(signals))}")
     if x.shape[1] == 12:
         return x
-    lead_i, lead_ii = x[:, 0], x[:, 1]
-    limb = np.stack([lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2,
-                     lead_i - lead_ii / 2, lead_ii - lead_i / 2], axis=1)
-    return np.concatenate([limb, x[:, 2:]], axis=1).astype(np.float32)
+    from ptbxl.signals import derive_12_leads
+
+    return np.asarray(derive_12_leads(x), dtype=np.float32)
 
 
 def to_model_view(signals: np.ndarray) -> np.ndarray:

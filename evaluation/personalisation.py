@@ -66,5 +66,8 @@ def compare_effects(real: dict, synthetic: dict) -> dict:
             if same is not None and abs(r) >= threshold:
                 counted += 1
                 agree += int(same)
-    return {"effects": table, "direction_agreement": agree / counted if counted else float("nan"),
-            "n_effects_compared": counted}
+    return {
+        "effects": table,
+        "direction_agreement": agree / counted if counted else float("nan"),
+        "n_effects_compared": counted,
+    }

@@ -31,7 +31,9 @@ def paper_size_mm(duration_s: float) -> tuple[float, float]:
     return CAL_WIDTH_MM + duration_s * MM_PER_S, ROW_PITCH_MM * (len(_LAYOUT) + 1)
 
 
-def draw_ecg_paper(ax, sig12: np.ndarray, fs: float, title: str | None = None, linewidth: float = 0.6) -> None:
+def draw_ecg_paper(
+    ax, sig12: np.ndarray, fs: float, title: str | None = None, linewidth: float = 0.6
+) -> None:
     """Draw one 12-lead ECG ``(12, L)`` in mV on ``ax`` with the ECG paper grid (units: mm of paper)."""
     sig12 = np.asarray(sig12, dtype=np.float32)
     if sig12.ndim != 2 or sig12.shape[0] != 12:
@@ -65,8 +67,9 @@ def draw_ecg_paper(ax, sig12: np.ndarray, fs: float, title: str | None = None, l
         ax.set_title(title, fontsize=7, loc="left")
 
 
-def plot_ecg(signal: np.ndarray, path: str | Path, fs: float = 100.0, title: str | None = None,
-             dpi: int = 150) -> Path:
+def plot_ecg(
+    signal: np.ndarray, path: str | Path, fs: float = 100.0, title: str | None = None, dpi: int = 150
+) -> Path:
     """Write one ECG (``(12, L)`` or ``(8, L)`` in mV) as a PNG on ECG paper; returns the path."""
     import matplotlib
 
@@ -86,8 +89,14 @@ def plot_ecg(signal: np.ndarray, path: str | Path, fs: float = 100.0, title: str
         plt.close(fig)
 
 
-def plot_ecg_grid(signals: np.ndarray, path: str | Path, titles: Sequence[str] | None = None,
-                  fs: float = 100.0, ncols: int | None = None, dpi: int = 110) -> Path:
+def plot_ecg_grid(
+    signals: np.ndarray,
+    path: str | Path,
+    titles: Sequence[str] | None = None,
+    fs: float = 100.0,
+    ncols: int | None = None,
+    dpi: int = 110,
+) -> Path:
     """Overview PNG of ``N`` ECGs (``(N, 12, L)`` or ``(N, 8, L)`` in mV), each on its own ECG paper panel."""
     import matplotlib
 

@@ -35,15 +35,28 @@ class FidelityConfig:
     seed: int = 0
 
 
-def fidelity_report(real: ECGSet, synthetic: ECGSet, cfg: FidelityConfig = FidelityConfig(),
-                    classifier_path: str | Path | None = None, cache_dir: str | Path | None = None,
-                    device=None, source: str = "") -> dict:
+def fidelity_report(
+    real: ECGSet,
+    synthetic: ECGSet,
+    cfg: FidelityConfig = FidelityConfig(),
+    classifier_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device=None,
+    source: str = "",
+) -> dict:
     """Compute every fidelity metric; headline keys ``inter_lead_correlation_error``, ``snr_db``, ``fid``."""
     statements = real.statements if real.statements is not None else synthetic.statements
     r_keys = condition_keys(real, cfg.group_by, statements)
     s_keys = condition_keys(synthetic, cfg.group_by, statements)
-    ilc = fidelity.inter_lead_correlation_error(real.signals, synthetic.signals, r_keys, s_keys,
-                                                min_group=cfg.min_group, n_boot=cfg.n_boot, seed=cfg.seed)
+    ilc = fidelity.inter_lead_correlation_error(
+        real.signals,
+        synthetic.signals,
+        r_keys,
+        s_keys,
+        min_group=cfg.min_group,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+    )
     snr_real = fidelity.snr_db(real.signals, real.fs, cfg.spectral.band_hz)
     snr_syn = fidelity.snr_db(synthetic.signals, synthetic.fs, cfg.spectral.band_hz)
     psd = fidelity.psd_distance_per_lead(real.signals, synthetic.signals, cfg.spectral)
@@ -56,9 +69,12 @@ def fidelity_report(real: ECGSet, synthetic: ECGSet, cfg: FidelityConfig = Fidel
     m_syn = intervals.ecg_measures(synthetic.signals[s_sel], synthetic.fs)
     effects = personalisation.compare_effects(
         personalisation.effect_sizes(demographics(real).iloc[r_sel], m_real),
-        personalisation.effect_sizes(demographics(synthetic).iloc[s_sel], m_syn))
+        personalisation.effect_sizes(demographics(synthetic).iloc[s_sel], m_syn),
+    )
 
-    fid_value, fid_info = fid_score(real, synthetic, cfg.classifier, classifier_path, cache_dir, device, source)
+    fid_value, fid_info = fid_score(
+        real, synthetic, cfg.classifier, classifier_path, cache_dir, device, source
+    )
     report = {
         "inter_lead_correlation_error": ilc["value"],
         "snr_db": float(np.mean(snr_syn)),
@@ -79,8 +95,15 @@ def fidelity_report(real: ECGSet, synthetic: ECGSet, cfg: FidelityConfig = Fidel
     return _finite_or_none(report)
 
 
-def fid_score(real: ECGSet, synthetic: ECGSet, ccfg: ClassifierConfig, classifier_path=None, cache_dir=None,
-              device=None, source: str = "") -> tuple[float, dict]:
+def fid_score(
+    real: ECGSet,
+    synthetic: ECGSet,
+    ccfg: ClassifierConfig,
+    classifier_path=None,
+    cache_dir=None,
+    device=None,
+    source: str = "",
+) -> tuple[float, dict]:
     """FID between the real and synthetic sets in the embedding space of a classifier trained on real data."""
     from evaluation.classifier import embed, load_classifier, save_classifier, train_classifier
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from _evaluation_ecgs import toy_ecgs
 
-from evaluation.classifier import (ClassifierConfig, bootstrap_auroc, embed, load_classifier, macro_auroc,
-                                   predict_proba, save_classifier, train_classifier)
-from evaluation.leads import to_model_view
-from fedecg.errors import FedECGError
+from evaluation.classifier import (
+    ClassifierConfig, bootstrap_auroc, embed, load_classifier, macro_auroc, predict_proba, save_classifier,
+    train_classifier,
+) from evaluation.leads import to_model_view from fedecg.errors import FedECGError
 
 
 @pytest.fixture(scope="module")

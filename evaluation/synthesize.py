@@ -1,0 +1,305 @@
+"""Generate personalised ECGs from a checkpoint and write them in PTB-XL's layout (+ .npz + ECG-paper PNGs).
+
+Conditions are either given explicitly (the same SCP labels and demographics for all N ECGs) or drawn from a
+real dataset's rows (``like_dataset``: N rows sampled with a seeded RNG, with replacement only when N exceeds
+the rows), so the synthetic set reproduces that dataset's label/demographic mix.
+
+Output folder ``out``:
+``ptbxl_database.csv`` (PTB-XL columns; ``scp_codes``/``age``/``sex``/``height``/``weight`` = the conditioning
+used, likelihood 100 per requested code), ``scp_statements.csv`` (the checkpoint's label codes),
+``records100/`` (the generated 100 Hz ECGs, 16-bit WFDB, 1 µV resolution), ``records500/`` (the same ECGs
+upsampled ×5 by polyphase filtering, only so the folder satisfies the PTB-XL layout: no new information),
+``synthetic.npz`` (``signals`` (N, 12, 1000) mV + the conditions), ``png/<ecg_id>.png`` and ``grid.png``,
+``synthesis.json`` (checkpoint, round, sampler settings, seed).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedecg.errors import FedECGError
+
+log = logging.getLogger(__name__)
+_SEX = {"male": 0.0, "m": 0.0, "0": 0.0, "female": 1.0, "f": 1.0, "1": 1.0}
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 1.0
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("ddim", "ddpm"):
+            raise FedECGError(f"--sampler must be ddim or ddpm, got {self.sampler!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise FedECGError("--steps and the batch size must be >= 1")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """One row per ECG: ``scp_codes`` dicts and raw demographics (years, 0 male / 1 female, cm, kg; NaN =
+    unknown); ``extra`` carries passthrough columns (e.g. ``site``) from a source dataset."""
+
+    scp_codes: list[dict[str, float]]
+    demographics: pd.DataFrame
+    extra: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __len__(self) -> int:
+        return len(self.scp_codes)
+
+
+def parse_sex(value: str | float | None) -> float | None:
+    if value is None:
+        return None
+    key = str(value).strip().lower()
+    if key not in _SEX:
+        raise FedECGError(f"--sex must be female/male (or 1/0), got {value!r}")
+    return _SEX[key]
+
+
+def explicit_conditions(
+    n: int,
+    labels: Sequence[str] = (),
+    age: float | None = None,
+    sex: float | None = None,
+    height: float | None = None,
+    weight: float | None = None,
+) -> Conditions:
+    """The same labels and demographics for ``n`` ECGs."""
+    if n < 1:
+        raise FedECGError(f"--n must be >= 1, got {n}")
+    codes = {str(c).strip(): 100.0 for c in labels if str(c).strip()}
+    demo = pd.DataFrame(
+        {"age": [age] * n, "sex": [sex] * n, "height": [height] * n, "weight": [weight] * n}, dtype=float
+    )
+    return Conditions([dict(codes) for _ in range(n)], demo)
+
+
+def conditions_like_dataset(root: str | Path, n: int, seed: int = 0) -> Conditions:
+    """``n`` rows of a PTB-XL-layout folder's metadata (labels, demographics, site), sampled with a seeded
+    RNG."""
+    from ptbxl.layout import read_database
+
+    meta = read_database(root, required=("ecg_id", "scp_codes"))
+    if len(meta) == 0:
+        raise FedECGError(f"{root}: ptbxl_database.csv has no rows to draw conditions from")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(meta), n, replace=n > len(meta))
+    rows = meta.iloc[idx]
+    demo = pd.DataFrame(
+        {
+            c: pd.to_numeric(rows[c], errors="coerce").to_numpy() if c in rows else np.nan
+            for c in ("age", "sex", "height", "weight")
+        }
+    )
+    demo.loc[demo["age"] > 89, "age"] = 90.0
+    extra = pd.DataFrame(
+        {
+            "site": rows["site"].to_numpy() if "site" in rows else np.zeros(n),
+            "source_ecg_id": rows.index.to_numpy(),
+        }
+    )
+    return Conditions([dict(c) for c in rows["scp_codes"]], demo, extra)
+
+
+def generate(
+    checkpoint: str | Path,
+    conditions: Conditions,
+    settings: SamplerSettings = SamplerSettings(),
+    device=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Sample one ECG per condition row: ``(N, 12, L)`` float32 mV and the checkpoint's metadata
+    (``label_codes``, ``round``, ``model_config``). Unknown label codes raise FedECGError."""
+    import torch
+
+    from ptbxl.demographics import encode_demographics
+    from ptbxl.labels import LabelVocab
+    from sssd.checkpoint import build_model, load_checkpoint
+    from sssd.diffusion import Schedule
+    from sssd.sampling import sample
+
+    device = torch.device(device or "cpu")
+    ckpt = load_checkpoint(checkpoint)
+    vocab = LabelVocab.from_list(ckpt.get("label_codes") or LabelVocab.default().to_list())
+    unknown = sorted({c for codes in conditions.scp_codes for c in codes} - set(vocab.codes))
+    if unknown and not len(conditions.extra):
+        raise FedECGError(
+            f"labels {unknown} are not in the checkpoint's label codes (e.g. {vocab.codes[:5]})"
+        )
+    labels = vocab.encode_many(conditions.scp_codes)
+    demo, mask = encode_demographics(conditions.demographics)
+    model, cfg = build_model(ckpt, device)
+    schedule = Schedule.from_config(cfg, device)
+    gen = torch.Generator(device="cpu").manual_seed(settings.seed)
+    out = []
+    for start in range(0, len(conditions), settings.batch_size):
+        sl = slice(start, start + settings.batch_size)
+        x = sample(
+            model,
+            schedule,
+            torch.from_numpy(labels[sl]),
+            torch.from_numpy(demo[sl]),
+            torch.from_numpy(mask[sl]),
+            sampler=settings.sampler,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            generator=gen,
+        )
+        out.append(x.float().cpu().numpy())
+        if progress:
+            progress(min(start + settings.batch_size, len(conditions)), len(conditions))
+    info = {
+        "label_codes": list(vocab.codes),
+        "round": ckpt.get("round"),
+        "model_config": ckpt["model_config"],
+    }
+    return np.concatenate(out).astype(np.float32), info
+
+
+def write_synthetic_dataset(
+    out: str | Path,
+    signals: np.ndarray,
+    conditions: Conditions,
+    label_codes: Sequence[str],
+    provenance: dict | None = None,
+    fs: int = 100,
+    pngs: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write the PTB-XL-layout folder described in the module docstring (built in a temporary folder, then
+    renamed into place). Returns ``out``."""
+    from evaluation.plots import plot_ecg, plot_ecg_grid
+    from fedecg.io import atomic_write_json, atomic_write_text
+    from ptbxl.constants import DATABASE_CSV, FS_HIGH, STATEMENTS_CSV
+
+    out = Path(out)
+    if signals.ndim != 3 or signals.shape[1] != 12 or len(signals) != len(conditions):
+        raise FedECGError(f"signals {signals.shape} do not match {len(conditions)} conditions x 12 leads")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FedECGError(f"{out}: exists and is not empty (use --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        meta = _database(conditions)
+        for sig, row in zip(signals, meta.itertuples(index=False), strict=True):
+            _write_wfdb(tmp / row.filename_lr, sig, fs)
+            _write_wfdb(tmp / row.filename_hr, _upsample(sig, fs, FS_HIGH), FS_HIGH)
+        meta.to_csv(tmp / DATABASE_CSV, index=False)
+        _statements(label_codes).to_csv(tmp / STATEMENTS_CSV)
+        atomic_write_text(tmp / "RECORDS", "".join(f"{f}\n" for f in meta["filename_lr"]))
+        labels = np.stack(
+            [[1.0 if c in codes else 0.0 for c in label_codes] for codes in conditions.scp_codes]
+        )
+        demo = conditions.demographics
+        np.savez_compressed(
+            tmp / "synthetic.npz",
+            signals=signals.astype(np.float32),
+            ecg_ids=meta["ecg_id"].to_numpy(),
+            labels=labels.astype(np.float32),
+            label_codes=np.array(list(label_codes)),
+            **{c: demo[c].to_numpy(dtype=float) for c in ("age", "sex", "height", "weight")},
+        )
+        titles = [
+            _title(r, codes)
+            for r, codes in zip(meta.itertuples(index=False), conditions.scp_codes, strict=True)
+        ]
+        if pngs:
+            for sig, ecg_id, title in zip(signals, meta["ecg_id"], titles, strict=True):
+                plot_ecg(sig, tmp / "png" / f"{ecg_id:05d}.png", fs=fs, title=title)
+        plot_ecg_grid(signals[:16], tmp / "grid.png", titles=titles[:16], fs=fs)
+        atomic_write_json(tmp / "synthesis.json", {**(provenance or {}), "n": len(conditions), "fs": fs})
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %d synthetic ECGs to %s", len(conditions), out)
+    return out
+
+
+def _database(conditions: Conditions) -> pd.DataFrame:
+    n = len(conditions)
+    ids = np.arange(1, n + 1)
+    folder = [f"{(i // 1000) * 1000:05d}" for i in ids]
+    demo = conditions.demographics.reset_index(drop=True)
+    site = conditions.extra["site"].fillna(0).to_numpy() if "site" in conditions.extra else np.zeros(n)
+    meta = pd.DataFrame(
+        {
+            "ecg_id": ids,
+            "patient_id": ids.astype(float),
+            "age": demo["age"],
+            "sex": demo["sex"],
+            "height": demo["height"],
+            "weight": demo["weight"],
+            "site": site.astype(float),
+            "device": "fedecg-sssd",
+            "report": "synthetic ECG (fedecg synthesize)",
+            "scp_codes": [repr(dict(c)) for c in conditions.scp_codes],
+            "strat_fold": (ids - 1) % 10 + 1,
+            "filename_lr": [f"records100/{f}/{i:05d}_lr" for f, i in zip(folder, ids, strict=True)],
+            "filename_hr": [f"records500/{f}/{i:05d}_hr" for f, i in zip(folder, ids, strict=True)],
+        }
+    )
+    if "source_ecg_id" in conditions.extra:
+        meta["source_ecg_id"] = conditions.extra["source_ecg_id"].to_numpy()
+    return meta
+
+
+def _statements(label_codes: Sequence[str]) -> pd.DataFrame:
+    from ptbxl.scp_table import statements_frame
+
+    table = statements_frame()
+    rows = [table.loc[c] if c in table.index else pd.Series({"description": c}, name=c) for c in label_codes]
+    return pd.DataFrame(rows, columns=table.columns, index=pd.Index(list(label_codes)))
+
+
+def _upsample(sig: np.ndarray, fs: int, fs_high: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    return resample_poly(sig, fs_high // fs, 1, axis=-1).astype(np.float32)
+
+
+def _write_wfdb(path: Path, sig12: np.ndarray, fs: int) -> None:
+    import wfdb
+
+    from ptbxl.constants import ADC_GAIN, LEADS_12
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digital = np.clip(np.round(np.nan_to_num(sig12).T * ADC_GAIN), -32767, 32767).astype(np.int16)
+    wfdb.wrsamp(
+        path.name,
+        fs=fs,
+        units=["mV"] * 12,
+        sig_name=[n.upper() if n.startswith("a") else n for n in LEADS_12],
+        d_signal=digital,
+        fmt=["16"] * 12,
+        adc_gain=[ADC_GAIN] * 12,
+        baseline=[0] * 12,
+        write_dir=str(path.parent),
+    )
+
+
+def _title(row, codes: dict) -> str:
+    parts = [f"#{row.ecg_id}", ",".join(codes) or "no label"]
+    if row.age == row.age:
+        parts.append(f"{row.age:.0f} y")
+    if row.sex == row.sex:
+        parts.append("F" if row.sex >= 0.5 else "M")
+    return "  ".join(parts)
+
+
+def settings_dict(settings: SamplerSettings) -> dict:
+    return asdict(settings)
