@@ -1,6 +1,7 @@
-"""The PTB-XL data layer: PhysioNet layout, validation, labels, demographics, partitions, cached arrays, demo data.
+"""The PTB-XL data layer: PhysioNet layout, validation, labels, demographics, partitions, cached arrays, demo
+data.
 
 Modules: ``constants``, ``layout`` (CSV files), ``signals`` (WFDB records, model view, lead derivation),
-``labels``, ``demographics``, ``partition`` (clients + splits + manifest), ``dataset`` (arrays, torch Dataset),
-``cache``, ``check`` (folder validation), ``download``, ``demo``/``synth`` (synthetic data).
+``labels``, ``demographics``, ``partition`` (clients + splits + manifest), ``dataset`` (arrays, torch
+Dataset), ``cache``, ``check`` (folder validation), ``download``, ``demo``/``synth`` (synthetic data).
 """

@@ -1,9 +1,9 @@
 """On-disk cache of preprocessed arrays: one folder per content hash, read back as NumPy memmaps.
 
 Key = SHA-256 of (``CACHE_VERSION``, the absolute dataset path, the label codes, and for every requested
-ecg_id: its record name and the size and mtime of its ``.hea`` and ``.dat`` files). Any edit to a record or a change
-of the id list, vocabulary or preprocessing version yields a new key; stale folders are simply not used.
-A folder is written under a temporary name and renamed into place, so a crash never leaves a half cache.
+ecg_id: its record name and the size and mtime of its ``.hea`` and ``.dat`` files). Any edit to a record or a
+change of the id list, vocabulary or preprocessing version yields a new key; stale folders are simply not
+used. A folder is written under a temporary name and renamed into place, so a crash never leaves a half cache.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ CACHE_VERSION = "ptbxl-arrays/1"
 ARRAY_NAMES = ("x", "labels", "demo", "demo_mask", "ecg_ids")
 
 
-def cache_key(root: str | Path, ecg_ids: Sequence[int], filenames: Sequence[str], label_codes: Sequence[str]) -> str:
+def cache_key(
+    root: str | Path, ecg_ids: Sequence[int], filenames: Sequence[str], label_codes: Sequence[str]
+) -> str:
     """Content hash identifying one preprocessed selection of records (hex, 24 chars)."""
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, str(Path(root).resolve()), list(label_codes)]).encode())
-    for ecg_id, name in zip(ecg_ids, filenames):
+    for ecg_id, name in zip(ecg_ids, filenames, strict=False):
         parts = [str(int(ecg_id)), name]
         for p in record_paths(root, name):
             try:

@@ -1,9 +1,9 @@
 """Validate a PTB-XL folder: every CSV row's two WFDB records (records100 at 100 Hz, records500 at 500 Hz).
 
 Per record: header present and parsable, record name matching the CSV's filename, sampling rate, 12 leads in
-PTB-XL order (names compared case-insensitively: PTB-XL writes AVR/AVL/AVF), length 10 s, 16-bit format, signal
-file present with exactly ``length × 12 × 2`` bytes (a truncated ``.dat`` is caught without reading it); with
-``deep`` the samples are also read and checked to be finite. Rows whose SCP codes are unknown to
+PTB-XL order (names compared case-insensitively: PTB-XL writes AVR/AVL/AVF), length 10 s, 16-bit format,
+signal file present with exactly ``length × 12 × 2`` bytes (a truncated ``.dat`` is caught without reading
+it); with ``deep`` the samples are also read and checked to be finite. Rows whose SCP codes are unknown to
 ``scp_statements.csv`` are reported too. A row counts as OK when both of its records are OK.
 """
 
@@ -78,7 +78,9 @@ def check_record(root: Path, filename: str, fs: int, deep: bool = False) -> str 
         return f"signal file missing ({dat.name})"
     size, expected = dat.stat().st_size, expected_len * len(LEADS_12) * 2
     if size != expected:
-        return f"signal file {'truncated' if size < expected else 'too long'}: {size} bytes, expected {expected}"
+        return (
+            f"signal file {'truncated' if size < expected else 'too long'}: {size} bytes, expected {expected}"
+        )
     if deep:
         try:
             sig = read_format16(header, hea.parent)
@@ -89,8 +91,9 @@ def check_record(root: Path, filename: str, fs: int, deep: bool = False) -> str 
     return None
 
 
-def check_dataset(root: str | Path, *, deep: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+def check_dataset(
+    root: str | Path, *, deep: bool = False, progress: Callable[[int, int], None] | None = None
+) -> CheckReport:
     """Validate the PTB-XL folder ``root``; a missing/garbled CSV or missing columns raise FedECGError.
 
     ``progress(done, total)`` is called after each row (for a progress bar)."""
@@ -115,15 +118,22 @@ def check_dataset(root: str | Path, *, deep: bool = False,
         unknown = sorted(set(row["scp_codes"]) - known) if known is not None else []
         if unknown:
             row_ok = False
-            report.bad.append({"record": str(row["filename_lr"]), "ecg_id": int(ecg_id),
-                               "reason": f"unknown SCP code(s) {unknown} in ptbxl_database.csv"})
+            report.bad.append(
+                {
+                    "record": str(row["filename_lr"]),
+                    "ecg_id": int(ecg_id),
+                    "reason": f"unknown SCP code(s) {unknown} in ptbxl_database.csv",
+                }
+            )
         if row_ok:
             report.records_ok += 1
             sites[str(int(row["site"])) if row["site"] == row["site"] else "none"] += 1
             folds[str(int(row["strat_fold"]))] += 1
         if progress:
             progress(done, len(meta))
-    report.sites = {k: sites[k] for k in sorted(sites, key=lambda s: (s == "none", int(s) if s != "none" else 0))}
+    report.sites = {
+        k: sites[k] for k in sorted(sites, key=lambda s: (s == "none", int(s) if s != "none" else 0))
+    }
     report.folds = {k: folds[k] for k in sorted(folds, key=int)}
     report.warnings += _orphans(root, meta)
     return report
@@ -131,8 +141,18 @@ def check_dataset(root: str | Path, *, deep: bool = False,
 
 def _orphans(root: Path, meta) -> list[str]:
     listed = {str(f) for col, _ in RESOLUTIONS for f in meta[col]}
-    found = {str(p.relative_to(root).with_suffix("")) for d in ("records100", "records500")
-             for p in (root / d).rglob("*.hea")} if any((root / d).is_dir() for d in ("records100", "records500")) \
+    found = (
+        {
+            str(p.relative_to(root).with_suffix(""))
+            for d in ("records100", "records500")
+            for p in (root / d).rglob("*.hea")
+        }
+        if any((root / d).is_dir() for d in ("records100", "records500"))
         else set()
+    )
     extra = sorted(found - listed)
-    return [f"{len(extra)} record(s) on disk not listed in ptbxl_database.csv, e.g. {extra[:3]}"] if extra else []
+    return (
+        [f"{len(extra)} record(s) on disk not listed in ptbxl_database.csv, e.g. {extra[:3]}"]
+        if extra
+        else []
+    )

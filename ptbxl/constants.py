@@ -1,8 +1,8 @@
 """Fixed facts about PTB-XL and the model view used across the project.
 
-Signals are in millivolts (mV). The full view has the 12 standard leads in PTB-XL order; the model view keeps the
-8 linearly independent leads (I, II, V1..V6) at 100 Hz, 1000 samples (10 s); the other 4 limb leads follow from
-Einthoven/Goldberger (see ``ptbxl.signals.derive_12_leads``).
+Signals are in millivolts (mV). The full view has the 12 standard leads in PTB-XL order; the model view keeps
+the 8 linearly independent leads (I, II, V1..V6) at 100 Hz, 1000 samples (10 s); the other 4 limb leads follow
+from Einthoven/Goldberger (see ``ptbxl.signals.derive_12_leads``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,17 @@ STATEMENTS_CSV = "scp_statements.csv"
 
 # Columns the loader needs in ptbxl_database.csv (PTB-XL has 28; these are the ones we read).
 REQUIRED_COLUMNS: tuple[str, ...] = (
-    "ecg_id", "patient_id", "age", "sex", "height", "weight", "site", "scp_codes", "strat_fold",
-    "filename_lr", "filename_hr",
+    "ecg_id",
+    "patient_id",
+    "age",
+    "sex",
+    "height",
+    "weight",
+    "site",
+    "scp_codes",
+    "strat_fold",
+    "filename_lr",
+    "filename_hr",
 )
 
 # strat_fold split recommended by the PTB-XL authors (folds are patient-disjoint).

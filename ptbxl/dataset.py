@@ -1,7 +1,8 @@
 """Arrays for training and evaluation: model-view signals, multi-hot labels, demographics, as one object.
 
-``load_arrays`` reads records100/ (100 Hz) through ``ptbxl.signals`` and, when ``cache_dir`` is given, keeps the
-preprocessed float32 arrays in a content-hashed cache (``ptbxl.cache``) so later loads are memory-mapped reads.
+``load_arrays`` reads records100/ (100 Hz) through ``ptbxl.signals`` and, when ``cache_dir`` is given, keeps
+the preprocessed float32 arrays in a content-hashed cache (``ptbxl.cache``) so later loads are memory-mapped
+reads.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class ECGArrays:
     def subset(self, index: Sequence[int] | np.ndarray) -> ECGArrays:
         """Rows ``index`` (positions, not ecg_ids) as in-memory arrays."""
         idx = np.asarray(index, dtype=np.int64)
-        return ECGArrays(*(np.asarray(getattr(self, n))[idx] for n in ("x", "labels", "demo", "demo_mask",
-                                                                         "ecg_ids")))
+        return ECGArrays(
+            *(np.asarray(getattr(self, n))[idx] for n in ("x", "labels", "demo", "demo_mask", "ecg_ids"))
+        )
 
     def select(self, ecg_ids: Sequence[int]) -> ECGArrays:
         """Rows for the given ecg_ids (FedECGError naming the first one not present)."""
@@ -68,17 +70,28 @@ def _build(root: Path, meta: pd.DataFrame, vocab: LabelVocab) -> dict[str, np.nd
     for i, name in enumerate(meta["filename_lr"]):
         x[i] = model_view(read_record(root, name), fs=FS)
     demo, demo_mask = encode_demographics(meta)
-    return {"x": x, "labels": vocab.encode_many(meta["scp_codes"]), "demo": demo, "demo_mask": demo_mask,
-            "ecg_ids": meta.index.to_numpy(dtype=np.int64)}
+    return {
+        "x": x,
+        "labels": vocab.encode_many(meta["scp_codes"]),
+        "demo": demo,
+        "demo_mask": demo_mask,
+        "ecg_ids": meta.index.to_numpy(dtype=np.int64),
+    }
 
 
-def load_arrays(root: str | Path, ecg_ids: Sequence[int] | None = None, cache_dir: str | Path | None = None, *,
-                vocab: LabelVocab | None = None, meta: pd.DataFrame | None = None) -> ECGArrays:
+def load_arrays(
+    root: str | Path,
+    ecg_ids: Sequence[int] | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    vocab: LabelVocab | None = None,
+    meta: pd.DataFrame | None = None,
+) -> ECGArrays:
     """Load records ``ecg_ids`` (all when None, in the given order) of the PTB-XL folder ``root``.
 
-    ``vocab`` defaults to the folder's ``scp_statements.csv`` when present, else PTB-XL's 71 codes; ``meta`` may
-    pass an already read ``ptbxl_database.csv``. With ``cache_dir``, the first call writes a content-hashed cache
-    and later calls return memmaps from it."""
+    ``vocab`` defaults to the folder's ``scp_statements.csv`` when present, else PTB-XL's 71 codes; ``meta``
+    may pass an already read ``ptbxl_database.csv``. With ``cache_dir``, the first call writes a
+    content-hashed cache and later calls return memmaps from it."""
     root = Path(root)
     meta = read_database(root) if meta is None else meta
     if vocab is None:
@@ -120,5 +133,7 @@ class ECGTorchDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.arrays
-        return tuple(torch.from_numpy(np.array(getattr(a, n)[i], dtype=np.float32))  # type: ignore[return-value]
-                     for n in ("x", "labels", "demo", "demo_mask"))
+        return tuple(
+            torch.from_numpy(np.array(getattr(a, n)[i], dtype=np.float32))  # type: ignore[return-value]
+            for n in ("x", "labels", "demo", "demo_mask")
+        )

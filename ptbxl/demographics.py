@@ -11,8 +11,8 @@ height     cm (missing for ~68 %)                   (height − 170) / 10,  kept
 weight     kg (missing for ~57 %)                   (weight − 75) / 15,   kept if 20–250
 =========  ======================================  ==================================
 
-Ages above 89 (including the 300 code) become 90. Heights/weights outside the ranges (PTB-XL has a few typos such
-as height 6 cm) are treated as missing.
+Ages above 89 (including the 300 code) become 90. Heights/weights outside the ranges (PTB-XL has a few typos
+such as height 6 cm) are treated as missing.
 """
 
 from __future__ import annotations
@@ -56,13 +56,19 @@ def encode_demographics(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     values = np.zeros((n, len(DEMOGRAPHIC_FIELDS)), dtype=np.float32)
     mask = np.zeros_like(values)
     for j, name in enumerate(DEMOGRAPHIC_FIELDS):
-        raw = pd.to_numeric(df[name], errors="coerce").to_numpy() if name in df.columns else np.full(n, np.nan)
+        raw = (
+            pd.to_numeric(df[name], errors="coerce").to_numpy() if name in df.columns else np.full(n, np.nan)
+        )
         values[:, j], mask[:, j] = _encode_field(name, raw)
     return values, mask
 
 
-def encode_one(age: float | None = None, sex: float | None = None, height: float | None = None,
-               weight: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode_one(
+    age: float | None = None,
+    sex: float | None = None,
+    height: float | None = None,
+    weight: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Encode one person (None = missing): (values (4,), mask (4,)) float32."""
     row = {"age": age, "sex": sex, "height": height, "weight": weight}
     frame = pd.DataFrame([{k: (math.nan if v is None else float(v)) for k, v in row.items()}])

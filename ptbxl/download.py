@@ -1,10 +1,10 @@
 """Download PTB-XL from PhysioNet: every file listed in the published ``SHA256SUMS.txt``, resumable, verified.
 
 For each listed file: skip it when ``dest/<path>`` already has the right SHA-256; otherwise fetch into
-``<path>.part``, continuing an existing partial file with an HTTP ``Range: bytes=N-`` request (a server answering
-200 instead of 206 restarts the file), verify the SHA-256 and rename into place. Files whose checksum does not
-match are deleted and named in the FedECGError raised at the end. Interrupting and re-running continues where it
-stopped.
+``<path>.part``, continuing an existing partial file with an HTTP ``Range: bytes=N-`` request (a server
+answering 200 instead of 206 restarts the file), verify the SHA-256 and rename into place. Files whose
+checksum does not match are deleted and named in the FedECGError raised at the end. Interrupting and
+re-running continues where it stopped.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class DownloadResult:
 
 
 def parse_checksums(text: str) -> list[tuple[str, str]]:
-    """``[(relative_path, sha256_hex)]`` from ``sha256sum`` output (``<hex>  ./path``); rejects unsafe paths."""
+    """``[(relative_path, sha256_hex)]`` from ``sha256sum`` output (``<hex>  ./path``); rejects unsafe
+    paths."""
     out = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -90,12 +91,19 @@ def _fetch(url: str, part: Path, on_bytes: Callable[[int], None] | None, timeout
                     on_bytes(len(chunk))
 
 
-def download_dataset(dest: str | Path, url: str = PHYSIONET_URL, *, include: Sequence[str] = (),
-                     workers: int = 4, timeout: float = 60.0,
-                     on_file: Callable[[str, int], None] | None = None,
-                     on_bytes: Callable[[int], None] | None = None) -> DownloadResult:
-    """Fetch every file of ``url``'s ``SHA256SUMS.txt`` (optionally only paths starting with one of ``include``)
-    into ``dest``. ``on_file(path, n_files)`` / ``on_bytes(n)`` report progress (called from worker threads)."""
+def download_dataset(
+    dest: str | Path,
+    url: str = PHYSIONET_URL,
+    *,
+    include: Sequence[str] = (),
+    workers: int = 4,
+    timeout: float = 60.0,
+    on_file: Callable[[str, int], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> DownloadResult:
+    """Fetch every file of ``url``'s ``SHA256SUMS.txt`` (optionally only paths starting with one of
+    ``include``) into ``dest``. ``on_file(path, n_files)`` / ``on_bytes(n)`` report progress (called from
+    worker threads)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     base = url if url.endswith("/") else url + "/"
@@ -129,7 +137,9 @@ def download_dataset(dest: str | Path, url: str = PHYSIONET_URL, *, include: Seq
         results = list(pool.map(one, entries))
     bad = [rel for rel, status in results if status == "mismatch"]
     if bad:
-        raise FedECGError(f"SHA-256 mismatch for {len(bad)} file(s) (deleted, re-run to retry): {', '.join(bad[:10])}")
+        raise FedECGError(
+            f"SHA-256 mismatch for {len(bad)} file(s) (deleted, re-run to retry): {', '.join(bad[:10])}"
+        )
     n_down = sum(status == "downloaded" for _, status in results)
     size = sum((dest / rel).stat().st_size for rel, _ in results)
     return DownloadResult(downloaded=n_down, skipped=len(results) - n_down, bytes=size, dest=str(dest))

@@ -1,9 +1,9 @@
 """A small, fast reader for WFDB headers and format-16 signal files (what PTB-XL uses).
 
-``wfdb.rdheader`` spends ~10-30 ms per header (it parses through pandas); checking or loading 21,799 × 2 PTB-XL
-records needs something quicker. ``parse_header`` follows the WFDB header spec for the fields we use and
-``read_format16`` returns exactly ``wfdb.rdsamp``'s physical values ((digital − baseline) / gain, float64).
-Anything unusual (other formats, multi-file or multi-segment records) is left to ``wfdb``.
+``wfdb.rdheader`` spends ~10-30 ms per header (it parses through pandas); checking or loading 21,799 × 2
+PTB-XL records needs something quicker. ``parse_header`` follows the WFDB header spec for the fields we use
+and ``read_format16`` returns exactly ``wfdb.rdsamp``'s physical values ((digital − baseline) / gain,
+float64). Anything unusual (other formats, multi-file or multi-segment records) is left to ``wfdb``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def parse_header(path: str | Path) -> Header:
         raise FedECGError(f"{path}: malformed record line {lines[0]!r}") from exc
     if "/" in name:
         raise FedECGError(f"{path}: multi-segment records are not supported")
-    sig_lines = lines[1:1 + n_sig]
+    sig_lines = lines[1 : 1 + n_sig]
     if len(sig_lines) != n_sig:
         raise FedECGError(f"{path}: header declares {n_sig} signals but has {len(sig_lines)} signal lines")
     files, fmts, offsets, gains, baselines, units, names = [], [], [], [], [], [], []
@@ -75,10 +75,21 @@ def parse_header(path: str | Path) -> Header:
         offsets.append(int(fm["offset"] or 0))
         gains.append(gain if gain != 0 else 200.0)
         baselines.append(base)
-        units.append((gm["units"] if gm and gm["units"] else "mV"))
+        units.append(gm["units"] if gm and gm["units"] else "mV")
         names.append(parts[8] if len(parts) > 8 else "")
-    return Header(name, n_sig, fs, sig_len, tuple(files), tuple(fmts), tuple(offsets), tuple(gains),
-                  tuple(baselines), tuple(units), tuple(names))
+    return Header(
+        name,
+        n_sig,
+        fs,
+        sig_len,
+        tuple(files),
+        tuple(fmts),
+        tuple(offsets),
+        tuple(gains),
+        tuple(baselines),
+        tuple(units),
+        tuple(names),
+    )
 
 
 def is_simple_format16(h: Header) -> bool:
@@ -103,22 +114,34 @@ def read_format16(h: Header, folder: Path) -> np.ndarray:
     return phys
 
 
-def write_format16(folder: str | Path, record_name: str, digital: np.ndarray, fs: int,
-                   sig_name: list[str] | tuple[str, ...], adc_gain: float = 1000.0, units: str = "mV") -> None:
+def write_format16(
+    folder: str | Path,
+    record_name: str,
+    digital: np.ndarray,
+    fs: int,
+    sig_name: list[str] | tuple[str, ...],
+    adc_gain: float = 1000.0,
+    units: str = "mV",
+) -> None:
     """Write a record as PTB-XL does: ``<name>.hea`` + ``<name>.dat`` (interleaved little-endian int16).
 
-    ``digital`` is (sig_len, n_sig) int16; header lines carry gain, baseline 0, resolution 16, initial value and
-    the WFDB checksum (sum of samples mod 65536), e.g. ``00001_lr.dat 16 1000.0(0)/mV 16 0 -119 1508 0 I``."""
+    ``digital`` is (sig_len, n_sig) int16; header lines carry gain, baseline 0, resolution 16, initial value
+    and the WFDB checksum (sum of samples mod 65536), e.g. ``00001_lr.dat 16 1000.0(0)/mV 16 0 -119 1508 0
+    I``."""
     folder = Path(folder)
     digital = np.asarray(digital)
     if digital.dtype != np.int16 or digital.ndim != 2 or digital.shape[1] != len(sig_name):
-        raise FedECGError(f"write_format16: need (sig_len, {len(sig_name)}) int16, got {digital.shape} {digital.dtype}")
+        raise FedECGError(
+            f"write_format16: need (sig_len, {len(sig_name)}) int16, got {digital.shape} {digital.dtype}"
+        )
     n_len, n_sig = digital.shape
     checksums = (digital.astype(np.int64).sum(axis=0) % 65536).tolist()
     lines = [f"{record_name} {n_sig} {fs} {n_len}"]
     for j, name in enumerate(sig_name):
-        lines.append(f"{record_name}.dat 16 {adc_gain:.1f}(0)/{units} 16 0 {int(digital[0, j])} "
-                     f"{checksums[j]} 0 {name}")
+        lines.append(
+            f"{record_name}.dat 16 {adc_gain:.1f}(0)/{units} 16 0 {int(digital[0, j])} "
+            f"{checksums[j]} 0 {name}"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     digital.astype("<i2").tofile(folder / f"{record_name}.dat")
     (folder / f"{record_name}.hea").write_text("\n".join(lines) + "\n", encoding="ascii")

@@ -1,9 +1,9 @@
 """Multi-hot labels over the 71 SCP statements of ``scp_statements.csv``.
 
 The order is the row order of that file and is saved with every manifest/checkpoint (``to_list``), so a model
-trained on one vocabulary is never fed codes in another order. A statement counts as present when it appears in
-the record's ``scp_codes`` (PTB-XL's likelihood is 0 for non-diagnostic statements, so it is not a threshold
-unless ``min_likelihood`` is given).
+trained on one vocabulary is never fed codes in another order. A statement counts as present when it appears
+in the record's ``scp_codes`` (PTB-XL's likelihood is 0 for non-diagnostic statements, so it is not a
+threshold unless ``min_likelihood`` is given).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LabelVocab:
-    """A fixed, ordered tuple of SCP codes; ``encode`` maps ``{code: likelihood}`` to a float32 multi-hot vector."""
+    """A fixed, ordered tuple of SCP codes; ``encode`` maps ``{code: likelihood}`` to a float32 multi-hot
+    vector."""
 
     codes: tuple[str, ...]
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -45,7 +46,8 @@ class LabelVocab:
 
     @classmethod
     def default(cls) -> LabelVocab:
-        """PTB-XL's 71 statements in the order of its ``scp_statements.csv`` (built-in copy of the code list)."""
+        """PTB-XL's 71 statements in the order of its ``scp_statements.csv`` (built-in copy of the code
+        list)."""
         return cls(CODES)
 
     def to_list(self) -> list[str]:
@@ -55,9 +57,11 @@ class LabelVocab:
     def from_list(cls, codes: Iterable[str]) -> LabelVocab:
         return cls(tuple(codes))
 
-    def encode(self, scp_codes: Mapping[str, float], *, strict: bool = False,
-               min_likelihood: float | None = None) -> np.ndarray:
-        """(len(codes),) float32 multi-hot. Unknown codes raise FedECGError when ``strict``, else are skipped."""
+    def encode(
+        self, scp_codes: Mapping[str, float], *, strict: bool = False, min_likelihood: float | None = None
+    ) -> np.ndarray:
+        """(len(codes),) float32 multi-hot. Unknown codes raise FedECGError when ``strict``, else are
+        skipped."""
         out = np.zeros(len(self.codes), dtype=np.float32)
         for code, likelihood in scp_codes.items():
             idx = self._index.get(code)
@@ -79,4 +83,4 @@ class LabelVocab:
 
     def decode(self, multi_hot: np.ndarray, threshold: float = 0.5) -> list[str]:
         """Codes whose entry is at least ``threshold``."""
-        return [c for c, v in zip(self.codes, np.asarray(multi_hot).ravel()) if v >= threshold]
+        return [c for c, v in zip(self.codes, np.asarray(multi_hot).ravel(), strict=False) if v >= threshold]

@@ -44,11 +44,13 @@ def _parse_codes(text: object, ecg_id: object, path: Path) -> dict[str, float]:
 
 
 def read_database(root: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
-    """Read ``ptbxl_database.csv`` indexed by ``ecg_id`` (int), with ``scp_codes`` parsed to ``{code: likelihood}``.
+    """Read ``ptbxl_database.csv`` indexed by ``ecg_id`` (int), with ``scp_codes`` parsed to ``{code:
+    likelihood}``.
 
-    ``patient_id`` and ``strat_fold`` become int64; ``site`` stays float (NaN = no site recorded; PTB-XL v1.0.3 has
-    17 such rows). Raises FedECGError when the file is missing or unreadable, when a required column is absent
-    (all missing columns are named), or when ``ecg_id`` is duplicated or ``strat_fold`` is outside 1..10.
+    ``patient_id`` and ``strat_fold`` become int64; ``site`` stays float (NaN = no site recorded; PTB-XL
+    v1.0.3 has 17 such rows). Raises FedECGError when the file is missing or unreadable, when a required
+    column is absent (all missing columns are named), or when ``ecg_id`` is duplicated or ``strat_fold`` is
+    outside 1..10.
     """
     path = database_path(root)
     if not path.is_file():
@@ -67,7 +69,7 @@ def read_database(root: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS
         df["ecg_id"] = df["ecg_id"].astype("int64")
         df = df.set_index("ecg_id", drop=True).sort_index()
     if "scp_codes" in df.columns:
-        df["scp_codes"] = [_parse_codes(t, i, path) for i, t in zip(df.index, df["scp_codes"])]
+        df["scp_codes"] = [_parse_codes(t, i, path) for i, t in zip(df.index, df["scp_codes"], strict=False)]
     if "patient_id" in df.columns:
         if df["patient_id"].isna().any():
             bad = df.index[df["patient_id"].isna()].tolist()[:5]

@@ -1,8 +1,8 @@
 """The 71 SCP-ECG statements used by PTB-XL, in the row order of its ``scp_statements.csv``.
 
-Each row: (code, description, diagnostic, form, rhythm, diagnostic_class, diagnostic_subclass). This small table
-lets the demo generator write a ``scp_statements.csv`` and lets metadata-only tools map codes to superclasses
-without shipping PTB-XL's own file.
+Each row: (code, description, diagnostic, form, rhythm, diagnostic_class, diagnostic_subclass). This small
+table lets the demo generator write a ``scp_statements.csv`` and lets metadata-only tools map codes to
+superclasses without shipping PTB-XL's own file.
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ def read_record(root: str | Path, filename: str) -> np.ndarray:
     header = parse_header(hea)
     names = [str(n).upper() for n in header.sig_name]
     if names != [n.upper() for n in LEADS_12]:
-        raise FedECGError(f"record {filename}: leads {list(header.sig_name)} are not PTB-XL's {list(LEADS_12)}")
+        raise FedECGError(
+            f"record {filename}: leads {list(header.sig_name)} are not PTB-XL's {list(LEADS_12)}"
+        )
     try:
         if is_simple_format16(header):
             phys = read_format16(header, hea.parent)
@@ -49,8 +51,8 @@ def read_record(root: str | Path, filename: str) -> np.ndarray:
 def model_view(sig12: np.ndarray, fs: int = FS) -> np.ndarray:
     """The 8 model leads (I, II, V1..V6) at 100 Hz, 1000 samples from (..., 12, L) sampled at ``fs`` Hz.
 
-    A 500 Hz input is resampled with a polyphase anti-alias filter (scipy ``resample_poly``); shorter records are
-    zero-padded and longer ones cropped at the end to ``N_SAMPLES``. Returns float32."""
+    A 500 Hz input is resampled with a polyphase anti-alias filter (scipy ``resample_poly``); shorter records
+    are zero-padded and longer ones cropped at the end to ``N_SAMPLES``. Returns float32."""
     sig12 = np.asarray(sig12)
     if sig12.shape[-2] != len(LEADS_12):
         raise FedECGError(f"model_view expects 12 leads on axis -2, got shape {sig12.shape}")
@@ -73,13 +75,21 @@ def _is_torch(x: Any) -> bool:
 
 
 def derive_12_leads(x8: Any) -> Any:
-    """Full 12-lead view (..., 12, L) from the model view (..., 8, L) [I, II, V1..V6]; numpy or torch, any batch.
+    """Full 12-lead view (..., 12, L) from the model view (..., 8, L) [I, II, V1..V6]; numpy or torch, any
+    batch.
 
     III = II − I, aVR = −(I + II)/2, aVL = I − II/2, aVF = II − I/2; same dtype/device as the input."""
     if x8.shape[-2] != 8:
         raise FedECGError(f"derive_12_leads expects 8 leads on axis -2, got shape {tuple(x8.shape)}")
     lead_i, lead_ii, chest = x8[..., 0, :], x8[..., 1, :], x8[..., 2:, :]
-    limb = [lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2]
+    limb = [
+        lead_i,
+        lead_ii,
+        lead_ii - lead_i,
+        -(lead_i + lead_ii) / 2,
+        lead_i - lead_ii / 2,
+        lead_ii - lead_i / 2,
+    ]
     if _is_torch(x8):
         import torch
 

@@ -1,12 +1,12 @@
 """A small cardiac-dipole ECG model for the demo dataset (in the spirit of ECGSYN / Sameni et al. 2007).
 
-The heart's electrical activity is a 3-D dipole ``d(t) = Σ_beats Σ_waves a_w · exp(−(t − t_b − θ_w)² / 2σ_w²)``
-with one amplitude vector ``a_w`` (mV; x = patient's left, y = inferior/feet, z = anterior) per wave
+The heart's electrical activity is a 3-D dipole ``d(t) = Σ_beats Σ_waves a_w · exp(−(t − t_b − θ_w)² /
+2σ_w²)`` with one amplitude vector ``a_w`` (mV; x = patient's left, y = inferior/feet, z = anterior) per wave
 (P, Q, R, S, ST, T). Every lead is the projection of ``d`` on a lead vector, so the limb leads obey Einthoven
 exactly (III = II − I, aVR = −(I+II)/2, ...) before 16-bit quantisation. Label-dependent changes: heart rate
 (SBRAD, STACH), irregular RR and no P (AFIB), wide QRS (CLBBB, CRBBB, IVCD), Q waves and T inversion (MI by
-territory), ST shifts (ISC_, STD_, STE_, INJ*), voltage (LVH, LVOLT), PR (1AVB), axis (LAFB), premature beats (PVC).
-Amplitude scales with sex (women ≈ 0.85×) and age.
+territory), ST shifts (ISC_, STD_, STE_, INJ*), voltage (LVH, LVOLT), PR (1AVB), axis (LAFB), premature beats
+(PVC). Amplitude scales with sex (women ≈ 0.85×) and age.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ import numpy as np
 _DEG = np.pi / 180
 # Lead vectors (unit-ish) for I, II and V1..V6; the other limb leads are derived from I and II.
 _FRONTAL = {"I": 0.0, "II": 60.0}
-_CHEST_ANGLES = (115.0, 90.0, 70.0, 50.0, 25.0, 0.0)  # horizontal plane, from the patient's left, towards anterior
+_CHEST_ANGLES = (
+    115.0,
+    90.0,
+    70.0,
+    50.0,
+    25.0,
+    0.0,
+)  # horizontal plane, from the patient's left, towards anterior
 
 
 def _lead_matrix() -> np.ndarray:
@@ -39,14 +46,16 @@ class BeatShape:
 
 def normal_shape() -> BeatShape:
     v = np.asarray
-    return BeatShape({
-        "P": (-0.17, 0.022, v([0.09, 0.12, 0.02])),
-        "Q": (-0.028, 0.009, v([-0.10, -0.04, 0.22])),
-        "R": (0.0, 0.011, v([0.95, 0.75, -0.45])),
-        "S": (0.03, 0.011, v([-0.20, -0.30, -0.55])),
-        "ST": (0.12, 0.045, v([0.0, 0.0, 0.0])),
-        "T": (0.28, 0.055, v([0.22, 0.18, 0.12])),
-    })
+    return BeatShape(
+        {
+            "P": (-0.17, 0.022, v([0.09, 0.12, 0.02])),
+            "Q": (-0.028, 0.009, v([-0.10, -0.04, 0.22])),
+            "R": (0.0, 0.011, v([0.95, 0.75, -0.45])),
+            "S": (0.03, 0.011, v([-0.20, -0.30, -0.55])),
+            "ST": (0.12, 0.045, v([0.0, 0.0, 0.0])),
+            "T": (0.28, 0.055, v([0.22, 0.18, 0.12])),
+        }
+    )
 
 
 def _rotation(rng: np.random.Generator, degrees: float) -> np.ndarray:
@@ -61,8 +70,13 @@ def apply_labels(shape: BeatShape, codes: set[str], rng: np.random.Generator) ->
     """Modify ``shape`` in place for the given SCP codes; returns rhythm settings (hr, irregularity, ...)."""
     w = shape.waves
 
-    def scale(name: str, factor: float = 1.0, width: float = 1.0, offset: float | None = None,
-              vec: np.ndarray | None = None) -> None:
+    def scale(
+        name: str,
+        factor: float = 1.0,
+        width: float = 1.0,
+        offset: float | None = None,
+        vec: np.ndarray | None = None,
+    ) -> None:
         off, sig, amp = w[name]
         w[name] = (off if offset is None else offset, sig * width, (amp if vec is None else vec) * factor)
 
@@ -89,13 +103,25 @@ def apply_labels(shape: BeatShape, codes: set[str], rng: np.random.Generator) ->
         scale("T", -1.0)
     if "CRBBB" in codes or "IRBBB" in codes:
         full = "CRBBB" in codes
-        w["R2"] = (0.075 if full else 0.05, 0.02 if full else 0.013, np.array([-0.35, 0.0, 0.7]) * (1 if full else 0.5))
+        w["R2"] = (
+            0.075 if full else 0.05,
+            0.02 if full else 0.013,
+            np.array([-0.35, 0.0, 0.7]) * (1 if full else 0.5),
+        )
     if "IVCD" in codes:
         scale("R", width=1.6)
         scale("S", width=1.5)
-    territory = {"IMI": [0, -0.45, 0], "ILMI": [-0.3, -0.4, 0], "IPLMI": [-0.3, -0.4, 0.3], "IPMI": [0, -0.4, 0.3],
-                 "ASMI": [0, 0, -0.55], "AMI": [-0.2, 0, -0.5], "ALMI": [-0.4, 0, -0.4], "LMI": [-0.5, 0, 0],
-                 "PMI": [0, 0, 0.45]}
+    territory = {
+        "IMI": [0, -0.45, 0],
+        "ILMI": [-0.3, -0.4, 0],
+        "IPLMI": [-0.3, -0.4, 0.3],
+        "IPMI": [0, -0.4, 0.3],
+        "ASMI": [0, 0, -0.55],
+        "AMI": [-0.2, 0, -0.5],
+        "ALMI": [-0.4, 0, -0.4],
+        "LMI": [-0.5, 0, 0],
+        "PMI": [0, 0, 0.45],
+    }
     for code, vec in territory.items():
         if code in codes:
             w["Q2"] = (-0.022, 0.016, np.asarray(vec, dtype=float))
@@ -135,20 +161,23 @@ def beat_times(duration: float, rhythm: dict[str, float], rng: np.random.Generat
     return np.asarray(times)
 
 
-def synth_ecg8(codes: set[str], age: float, sex: int, fs: int, duration: float,
-               rng: np.random.Generator) -> np.ndarray:
+def synth_ecg8(
+    codes: set[str], age: float, sex: int, fs: int, duration: float, rng: np.random.Generator
+) -> np.ndarray:
     """(8, fs·duration) float64 mV for leads I, II, V1..V6 (noise-free dipole model plus baseline/noise)."""
     shape = normal_shape()
     rhythm = apply_labels(shape, codes, rng)
     rot = _rotation(rng, 12.0)
-    gain = float(np.exp(rng.normal(0, 0.15))) * (0.85 if sex == 1 else 1.0) * (1.1 - 0.004 * (min(age, 90) - 50))
+    gain = (
+        float(np.exp(rng.normal(0, 0.15))) * (0.85 if sex == 1 else 1.0) * (1.1 - 0.004 * (min(age, 90) - 50))
+    )
     n = int(round(fs * duration))
     t = np.arange(n) / fs
     beats = beat_times(duration, rhythm, rng)
     rr = np.diff(beats, append=beats[-1] + 60.0 / rhythm["hr"])
     pvc_beat = int(rng.integers(2, max(3, len(beats) - 2))) if rhythm["pvc"] else -1
     dipole = np.zeros((3, n))
-    for b, (tb, rrb) in enumerate(zip(beats, rr)):
+    for b, (tb, rrb) in enumerate(zip(beats, rr, strict=False)):
         qt = np.sqrt(max(rrb, 0.3))  # Bazett-like scaling of the T offset
         for name, (off, sig, amp) in shape.waves.items():
             if name == "P" and (rhythm["p"] == 0.0 or b == pvc_beat):
@@ -166,9 +195,11 @@ def synth_ecg8(codes: set[str], age: float, sex: int, fs: int, duration: float,
         f = 5.5 + rng.uniform(-1, 1)
         dipole[:2] += 0.04 * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi, size=(2, 1)))
     ecg = LEAD_MATRIX @ dipole * gain
-    # baseline wander (0.1-0.4 Hz) per lead, applied to the dipole for limb consistency, plus small chest noise
-    wander = rng.normal(0, 0.06, size=(3, 1)) * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t
-                                                       + rng.uniform(0, 2 * np.pi))
+    # baseline wander (0.1-0.4 Hz) per lead, applied to the dipole for limb consistency, plus small chest
+    # noise
+    wander = rng.normal(0, 0.06, size=(3, 1)) * np.sin(
+        2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 2 * np.pi)
+    )
     ecg += LEAD_MATRIX @ wander
     ecg += rng.normal(0, 0.008, size=ecg.shape)
     return ecg

@@ -12,7 +12,7 @@ from ptbxl.synth import full_12_leads, synth_ecg8
 def _heart_rate(lead: np.ndarray, fs: int) -> float:
     """Beats per minute from the first autocorrelation peak between 0.25 s and 2 s."""
     x = lead - lead.mean()
-    ac = np.correlate(x, x, mode="full")[len(x) - 1:]
+    ac = np.correlate(x, x, mode="full")[len(x) - 1 :]
     lo, hi = int(0.25 * fs), int(2.0 * fs)
     return 60.0 * fs / (lo + int(np.argmax(ac[lo:hi])))
 
@@ -65,16 +65,27 @@ def test_refuses_to_overwrite_non_empty_folder(tmp_path):
 
 
 def test_heart_rate_follows_rhythm_labels():
-    rates = {code: np.mean([_heart_rate(synth_ecg8({code}, 60, 0, 500, 10.0, np.random.default_rng(s))[1], 500)
-                            for s in range(3)]) for code in ("SBRAD", "SR", "STACH")}
+    rates = {
+        code: np.mean(
+            [
+                _heart_rate(synth_ecg8({code}, 60, 0, 500, 10.0, np.random.default_rng(s))[1], 500)
+                for s in range(3)
+            ]
+        )
+        for code in ("SBRAD", "SR", "STACH")
+    }
 
     assert rates["SBRAD"] < 58 < rates["SR"] < 100 < rates["STACH"]
 
 
 def test_bundle_branch_block_widens_qrs():
     def width(codes):
-        return np.mean([_qrs_width_s(synth_ecg8(codes, 60, 0, 500, 10.0, np.random.default_rng(s))[0], 500)
-                        for s in range(3)])
+        return np.mean(
+            [
+                _qrs_width_s(synth_ecg8(codes, 60, 0, 500, 10.0, np.random.default_rng(s))[0], 500)
+                for s in range(3)
+            ]
+        )
 
     assert width({"CLBBB"}) > 1.8 * width({"NORM"})
 

@@ -5,8 +5,9 @@ from ptbxl.demographics import decode_demographics, encode_demographics, encode_
 
 
 def test_encode_normalises_and_masks_missing():
-    df = pd.DataFrame({"age": [60, 300, np.nan], "sex": [0, 1, 1], "height": [180, np.nan, 6],
-                       "weight": [90, 60, np.nan]})
+    df = pd.DataFrame(
+        {"age": [60, 300, np.nan], "sex": [0, 1, 1], "height": [180, np.nan, 6], "weight": [90, 60, np.nan]}
+    )
 
     values, mask = encode_demographics(df)
 
@@ -24,7 +25,9 @@ def test_encode_one_matches_frame_encoding():
 
 
 def test_decode_inverts_encode_where_present():
-    df = pd.DataFrame({"age": [33.0, 95.0], "sex": [1.0, 0.0], "height": [160.0, np.nan], "weight": [55.0, 80.0]})
+    df = pd.DataFrame(
+        {"age": [33.0, 95.0], "sex": [1.0, 0.0], "height": [160.0, np.nan], "weight": [55.0, 80.0]}
+    )
     out = decode_demographics(*encode_demographics(df))
     np.testing.assert_allclose(out["age"], [33, 90])
     np.testing.assert_allclose(out["weight"], [55, 80])

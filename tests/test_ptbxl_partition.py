@@ -10,10 +10,18 @@ from ptbxl.partition import Manifest, PartitionConfig, partition_dataset, primar
 def _toy_meta() -> pd.DataFrame:
     """12 records, 7 patients; patient 3 recorded at sites 0 (×2) and 1 (×1); one row without a site."""
     rows = [  # ecg_id, patient, site, fold, codes
-        (1, 1, 0, 1, {"NORM": 100.0}), (2, 1, 0, 1, {"NORM": 100.0}), (3, 2, 0, 9, {"IMI": 100.0}),
-        (4, 3, 0, 10, {"CLBBB": 100.0}), (5, 3, 0, 10, {"CLBBB": 100.0}), (6, 3, 1, 10, {"CLBBB": 100.0}),
-        (7, 4, 1, 2, {"LVH": 100.0}), (8, 5, 1, 3, {"NORM": 100.0}), (9, 6, 2, 4, {"ISC_": 100.0}),
-        (10, 6, 2, 4, {"ISC_": 100.0}), (11, 7, 3, 5, {"NORM": 100.0}), (12, 7, np.nan, 5, {"NORM": 100.0}),
+        (1, 1, 0, 1, {"NORM": 100.0}),
+        (2, 1, 0, 1, {"NORM": 100.0}),
+        (3, 2, 0, 9, {"IMI": 100.0}),
+        (4, 3, 0, 10, {"CLBBB": 100.0}),
+        (5, 3, 0, 10, {"CLBBB": 100.0}),
+        (6, 3, 1, 10, {"CLBBB": 100.0}),
+        (7, 4, 1, 2, {"LVH": 100.0}),
+        (8, 5, 1, 3, {"NORM": 100.0}),
+        (9, 6, 2, 4, {"ISC_": 100.0}),
+        (10, 6, 2, 4, {"ISC_": 100.0}),
+        (11, 7, 3, 5, {"NORM": 100.0}),
+        (12, 7, np.nan, 5, {"NORM": 100.0}),
     ]
     df = pd.DataFrame(rows, columns=["ecg_id", "patient_id", "site", "strat_fold", "scp_codes"])
     df["age"], df["sex"], df["height"], df["weight"] = 60.0, 1.0, np.nan, 70.0
@@ -30,7 +38,11 @@ def test_site_partition_keeps_recording_site_and_reports_no_site():
     assert [c.client_id for c in m.clients] == ["site-0", "site-1", "site-2", "site-3"]
     assert [c.n_records for c in m.clients] == [5, 3, 2, 1]
     assert m.unassigned["no_site"] == [12]
-    assert m.client("site-0").train == (1, 2) and m.client("site-0").val == (3,) and m.client("site-0").test == (4, 5)
+    assert (
+        m.client("site-0").train == (1, 2)
+        and m.client("site-0").val == (3,)
+        and m.client("site-0").test == (4, 5)
+    )
 
 
 def test_majority_cross_site_moves_patient_to_one_client():
@@ -67,8 +79,10 @@ def test_iid_and_dirichlet_assign_whole_patients(demo_ptbxl, by):
     ids = m.ecg_ids()
     assert sorted(ids) == sorted(meta.index) and len(ids) == len(set(ids))
     owner = pd.Series(_owner(m))
-    assert (meta.loc[owner.index, "patient_id"].groupby(owner.values).apply(set).map(len).sum()
-            == meta["patient_id"].nunique())
+    assert (
+        meta.loc[owner.index, "patient_id"].groupby(owner.values).apply(set).map(len).sum()
+        == meta["patient_id"].nunique()
+    )
 
 
 def test_no_patient_in_two_splits_and_counts_sum(demo_ptbxl):
@@ -77,7 +91,9 @@ def test_no_patient_in_two_splits_and_counts_sum(demo_ptbxl):
     m = partition_dataset(meta, by="site")
 
     split = {i: s for c in m.clients for s in ("train", "val", "test") for i in c.ecg_ids(s)}
-    per_patient = meta.loc[list(split)].assign(split=pd.Series(split)).groupby("patient_id")["split"].nunique()
+    per_patient = (
+        meta.loc[list(split)].assign(split=pd.Series(split)).groupby("patient_id")["split"].nunique()
+    )
     assert (per_patient == 1).all()
     assert sum(c.n_records for c in m.clients) + len(m.unassigned["no_site"]) == len(meta)
     for c in m.clients:
@@ -102,8 +118,9 @@ def test_dirichlet_small_alpha_skews_labels_more_than_iid(demo_ptbxl):
             tvs.append(0.5 * local.reindex(glob.index, fill_value=0).sub(glob).abs().sum())
         return float(np.mean(tvs))
 
-    skewed = np.mean([skew(partition_dataset(meta, by="dirichlet", num_clients=3, alpha=0.1, seed=s))
-                      for s in range(3)])
+    skewed = np.mean(
+        [skew(partition_dataset(meta, by="dirichlet", num_clients=3, alpha=0.1, seed=s)) for s in range(3)]
+    )
     iid = np.mean([skew(partition_dataset(meta, by="iid", num_clients=3, seed=s)) for s in range(3)])
     assert skewed > iid + 0.15
 
@@ -122,7 +139,7 @@ def test_manifest_round_trip(tmp_path, demo_ptbxl):
 def test_manifest_load_errors(tmp_path):
     with pytest.raises(FedECGError, match="not found"):
         Manifest.load(tmp_path / "nope.json")
-    (tmp_path / "bad.json").write_text("{\"format\": \"other\"}")
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
     with pytest.raises(FedECGError, match="bad.json"):
         Manifest.load(tmp_path / "bad.json")
 
