@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local import LocalDeployment
+from deploy.local import LocalDeployment, run_local
 from deploy.pki import make_ca
 from deploy.processes import pid_alive
 from deploy.provision import ConsortiumSpec, provision_consortium
@@ -95,3 +95,14 @@ def test_supernode_killed_mid_round_round_completes_and_site_rejoins(cons, site_
     # so the site's counter restarted (the fedecg client keeps its privacy ledger in a node-local file too).
     assert last["site-c"]["calls"] < len(rows) - 1
     assert not any(pid_alive(p) for p in started)
+
+
+def test_a_failed_run_is_reported_as_an_error_not_success(cons, site_data, tmp_path):
+    # `flwr run` itself exits 0 for a run that fails later; run_local must not.
+    app = write_smoke_app(tmp_path / "app")
+    with pytest.raises(FedECGError, match="finished:failed"):
+        run_local(cons, tmp_path / "work", {"site-a": site_data["site-a"]}, app,
+                  {"rounds": 1, "min-nodes": 5, "wait-timeout": 2.0, "out": str(tmp_path / "smoke.jsonl")},
+                  timeout=180)
+    result = json.loads((tmp_path / "work" / "result.json").read_text())
+    assert result["status"] == "finished:failed"
