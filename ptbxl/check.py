@@ -101,6 +101,11 @@ def check_dataset(
     if not root.is_dir():
         raise FedECGError(f"{root}: not a folder")
     meta = read_database(root)
+    if not any((root / d).is_dir() for d in ("records100", "records500")):
+        raise FedECGError(
+            f"{root}: no records100/ or records500/ folder (a metadata-only folder has nothing to check; "
+            "`fedecg data partition` works on it)"
+        )
     report = CheckReport(root=str(root), n_rows=len(meta))
     try:
         known = set(read_scp_statements(root).index)

@@ -207,3 +207,23 @@ def test_real_metadata_full_partition_lists_51_sites(ptbxl_dir):
         )
     )
     assert [c["n_records"] for c in pooled["clients"]] == [8940, 6294, 5075, 576, 100, 58, 739]
+
+
+@pytest.mark.real_data
+def test_real_subset_download_from_local_mirror_then_check(tmp_path, ptbxl_dir):
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(ptbxl_dir))
+    handler.log_message = lambda *a: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    try:
+        first = runner.invoke(app, ["data", "download", str(tmp_path / "dl"), "--url", url, "--workers", "8"])
+        again = runner.invoke(app, ["data", "download", str(tmp_path / "dl"), "--url", url])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+    assert first.exit_code == 0, first.stdout
+    assert " 0 already present" in first.stdout and "0 downloaded" in again.stdout
+    check = runner.invoke(app, ["data", "check", str(tmp_path / "dl"), "--json"])
+    assert check.exit_code == 0 and _json(check)["records_ok"] == 488

@@ -83,3 +83,9 @@ def test_real_subset_is_valid(ptbxl_dir):
 
     assert report.ok and report.records_ok == 488
     assert report.sites == {"0": 256, "1": 161, "2": 17, "3": 54}
+
+
+def test_metadata_only_folder_is_a_user_error(tmp_path, demo_ptbxl):
+    shutil.copy(demo_ptbxl / "ptbxl_database.csv", tmp_path)
+    with pytest.raises(FedECGError, match="no records100/ or records500/"):
+        check_dataset(tmp_path)
