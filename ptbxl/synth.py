@@ -18,19 +18,18 @@ import numpy as np
 _DEG = np.pi / 180
 # Lead vectors (unit-ish) for I, II and V1..V6; the other limb leads are derived from I and II.
 _FRONTAL = {"I": 0.0, "II": 60.0}
-_CHEST_ANGLES = (
-    115.0,
-    90.0,
-    70.0,
-    50.0,
-    25.0,
-    0.0,
-)  # horizontal plane, from the patient's left, towards anterior
+_CHEST_ANGLES = (115.0, 90.0, 70.0, 50.0, 25.0, 0.0)  # horizontal plane, from the patient's left to anterior
+# Chest electrodes sit closer to the heart than limb electrodes: larger gains, largest over V2-V4 (fitted so
+# the median peak-to-peak per lead is close to PTB-XL's; see docs/data.md).
+_CHEST_GAINS = (1.55, 2.15, 2.0, 1.9, 1.55, 1.2)
 
 
 def _lead_matrix() -> np.ndarray:
     rows = [[np.cos(a * _DEG), np.sin(a * _DEG), 0.0] for a in _FRONTAL.values()]
-    rows += [[np.cos(a * _DEG), 0.15, np.sin(a * _DEG)] for a in _CHEST_ANGLES]
+    rows += [
+        [g * np.cos(a * _DEG), g * 0.15, g * np.sin(a * _DEG)]
+        for a, g in zip(_CHEST_ANGLES, _CHEST_GAINS, strict=True)
+    ]
     return np.asarray(rows)  # (8, 3): I, II, V1..V6
 
 
@@ -49,11 +48,11 @@ def normal_shape() -> BeatShape:
     return BeatShape(
         {
             "P": (-0.17, 0.022, v([0.09, 0.12, 0.02])),
-            "Q": (-0.028, 0.009, v([-0.10, -0.04, 0.22])),
-            "R": (0.0, 0.011, v([0.95, 0.75, -0.45])),
-            "S": (0.03, 0.011, v([-0.20, -0.30, -0.55])),
+            "Q": (-0.028, 0.009, v([-0.10, 0.05, 0.30])),
+            "R": (0.0, 0.011, v([0.75, 0.60, 0.23])),
+            "S": (0.03, 0.011, v([-0.10, -0.25, -0.62])),
             "ST": (0.12, 0.045, v([0.0, 0.0, 0.0])),
-            "T": (0.28, 0.055, v([0.22, 0.18, 0.12])),
+            "T": (0.28, 0.055, v([0.20, 0.17, 0.18])),
         }
     )
 

@@ -95,3 +95,23 @@ def test_synthetic_limb_leads_are_einthoven_consistent():
     full = full_12_leads(ecg8)
     np.testing.assert_allclose(full[2], full[1] - full[0])
     np.testing.assert_allclose(full[3] + full[4] + full[5], 0.0, atol=1e-12)
+
+
+# Median peak-to-peak (0.5-99.5 percentile, mV) per model lead I, II, V1..V6 over the 488 real PTB-XL records.
+PTBXL_MEDIAN_P2P = np.array([0.85, 1.0, 1.12, 1.92, 1.8, 1.81, 1.6, 1.28])
+
+
+def test_demo_amplitudes_per_lead_are_ptbxl_like(demo_ptbxl):
+    x = np.asarray(load_arrays(demo_ptbxl).x)
+
+    p2p = np.median(np.percentile(x, 99.5, axis=-1) - np.percentile(x, 0.5, axis=-1), axis=0)
+
+    ratio = p2p / PTBXL_MEDIAN_P2P
+    assert (ratio > 0.7).all() and (ratio < 1.45).all(), ratio.round(2)
+
+
+@pytest.mark.real_data
+def test_reference_amplitudes_match_real_subset(ptbxl_dir):
+    x = np.asarray(load_arrays(ptbxl_dir).x)
+    p2p = np.median(np.percentile(x, 99.5, axis=-1) - np.percentile(x, 0.5, axis=-1), axis=0)
+    np.testing.assert_allclose(p2p, PTBXL_MEDIAN_P2P, atol=0.01)
