@@ -10,8 +10,10 @@ re-running continues where it stopped.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 PHYSIONET_URL = "https://physionet.org/files/ptb-xl/1.0.3/"
 CHECKSUMS = "SHA256SUMS.txt"
 CHUNK = 1 << 16
+RETRY_DELAY_S = 1.0  # base of the exponential back-off between resumed attempts
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,9 @@ def _open(url: str, start: int = 0, timeout: float = 60.0):
     return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (http/https URL from the user)
 
 
-def _fetch(url: str, part: Path, on_bytes: Callable[[int], None] | None, timeout: float) -> None:
+def _fetch_once(url: str, part: Path, on_bytes: Callable[[int], None] | None, timeout: float) -> None:
+    """One GET into ``part`` (continuing it with a Range request). Network errors propagate as OSError /
+    http.client.HTTPException so the caller can retry; HTTP errors other than 416 become FedECGError."""
     start = part.stat().st_size if part.exists() else 0
     try:
         resp = _open(url, start, timeout)
@@ -78,17 +83,35 @@ def _fetch(url: str, part: Path, on_bytes: Callable[[int], None] | None, timeout
         if exc.code == 416 and start:  # range not satisfiable: the partial file is already complete (or bad)
             return
         raise FedECGError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise FedECGError(f"{url}: cannot connect ({exc})") from exc
     with resp:
         mode = "ab" if start and resp.status == 206 else "wb"
         if mode == "wb" and start:
             log.info("%s: server ignored the Range request; restarting the file", url)
+        expected = resp.headers.get("Content-Length")
+        received = 0
         with open(part, mode) as fh:
             for chunk in iter(lambda: resp.read(CHUNK), b""):
                 fh.write(chunk)
+                received += len(chunk)
                 if on_bytes:
                     on_bytes(len(chunk))
+        if expected is not None and received < int(expected):  # read(n) returns b"" on a dropped connection
+            raise http.client.IncompleteRead(b"", int(expected) - received)
+
+
+def _fetch(
+    url: str, part: Path, on_bytes: Callable[[int], None] | None, timeout: float, retries: int
+) -> None:
+    """``_fetch_once`` plus up to ``retries`` resumed retries after connection drops (1, 2, 4 ... s apart)."""
+    for attempt in range(retries + 1):
+        try:
+            _fetch_once(url, part, on_bytes, timeout)
+            return
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+            if attempt == retries:
+                raise FedECGError(f"{url}: download failed after {retries + 1} attempt(s) ({exc})") from exc
+            log.info("%s: %s; resuming (attempt %d of %d)", url, exc, attempt + 2, retries + 1)
+            time.sleep(min(2.0**attempt, 30.0) * RETRY_DELAY_S)
 
 
 def download_dataset(
@@ -98,6 +121,7 @@ def download_dataset(
     include: Sequence[str] = (),
     workers: int = 4,
     timeout: float = 60.0,
+    retries: int = 3,
     on_file: Callable[[str, int], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> DownloadResult:
@@ -126,7 +150,7 @@ def download_dataset(
             return rel, "skipped"
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
-        _fetch(base + urllib.request.quote(rel), part, on_bytes, timeout)
+        _fetch(base + urllib.request.quote(rel), part, on_bytes, timeout, retries)
         if sha256_file(part) != digest:
             part.unlink(missing_ok=True)
             return rel, "mismatch"

@@ -26,8 +26,9 @@ def _sums(files, wrong=()):
 
 
 class _Server:
-    def __init__(self, files, honour_range=True):
+    def __init__(self, files, honour_range=True, drop_first=()):
         self.files, self.honour_range, self.requests = files, honour_range, []
+        self.drop_first = set(drop_first)  # paths whose first GET is cut off half-way
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +52,12 @@ class _Server:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if path in server.drop_first:
+                    server.drop_first.discard(path)
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.wfile.write(data)
 
             def log_message(self, *args):
@@ -138,3 +145,26 @@ def test_unreachable_server_and_unsafe_paths(tmp_path):
     with pytest.raises(FedECGError, match="unsafe path"):
         parse_checksums("a" * 64 + "  ../etc/passwd\n")
     assert parse_checksums("A" * 64 + "  ./x/y.dat\n") == [("x/y.dat", "a" * 64)]
+
+
+def test_dropped_connection_is_resumed_with_range(tmp_path, monkeypatch):
+    import ptbxl.download
+
+    monkeypatch.setattr(ptbxl.download, "RETRY_DELAY_S", 0.0)
+    name = "records100/00000/00001_lr.dat"
+
+    with _serve(drop_first=(name,)) as srv:
+        download_dataset(tmp_path, srv.url, workers=1)
+
+    ranges = [r for p, r in srv.requests if p == name]
+    assert ranges == [None, f"bytes={len(FILES[name]) // 2}-"]
+    assert (tmp_path / name).read_bytes() == FILES[name]
+
+
+def test_gives_up_after_retries(tmp_path, monkeypatch):
+    import ptbxl.download
+
+    monkeypatch.setattr(ptbxl.download, "RETRY_DELAY_S", 0.0)
+    name = "records100/00000/00001_lr.dat"
+    with _serve(drop_first=(name,)) as srv, pytest.raises(FedECGError, match="after 1 attempt"):
+        download_dataset(tmp_path, srv.url, retries=0, include=(name,))
