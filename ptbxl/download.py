@@ -4,7 +4,8 @@ For each listed file: skip it when ``dest/<path>`` already has the right SHA-256
 ``<path>.part``, continuing an existing partial file with an HTTP ``Range: bytes=N-`` request (a server
 answering 200 instead of 206 restarts the file), verify the SHA-256 and rename into place. Files whose
 checksum does not match are deleted and named in the FedECGError raised at the end. Interrupting and
-re-running continues where it stopped.
+re-running continues where it stopped. A connection dropped mid-file (fewer bytes than ``Content-Length``) is
+resumed with a Range request up to ``retries`` times, with exponential back-off.
 """
 
 from __future__ import annotations
