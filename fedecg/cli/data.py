@@ -193,30 +193,40 @@ def download(
         [], "--include", help="Only paths starting with this prefix (repeatable)."
     ),
     workers: int = typer.Option(4, "--workers", help="Parallel downloads."),
+    retries: int = typer.Option(3, "--retries", help="Resumed retries per file after a dropped connection."),
 ) -> None:
     """Download PTB-XL (resumable with HTTP Range, verified against SHA256SUMS.txt)."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    import threading
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ptbxl.download import download_dataset
 
-    with (
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} files"),
-            transient=False,
-        ) as files_bar,
-        Progress(DownloadColumn(), TransferSpeedColumn(), transient=True) as bytes_bar,
-    ):
-        ftask = files_bar.add_task("files", total=None)
-        btask = bytes_bar.add_task("bytes", total=None)
+    lock, received = threading.Lock(), [0]
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TextColumn("{task.fields[mb]:.1f} MB"),
+        TimeElapsedColumn(),
+        console=_console(),
+    ) as bar:
+        task = bar.add_task("download", total=None, mb=0.0)
+
+        def on_bytes(n: int) -> None:
+            with lock:
+                received[0] += n
+                bar.update(task, mb=received[0] / 1e6)
+
         result = download_dataset(
             dest,
             url,
             include=tuple(include),
             workers=workers,
-            on_file=lambda _p, n: files_bar.update(ftask, advance=1, total=n),
-            on_bytes=lambda n: bytes_bar.update(btask, advance=n),
+            retries=retries,
+            on_file=lambda _p, n: bar.update(task, advance=1, total=n),
+            on_bytes=on_bytes,
         )
     typer.echo(
         f"{result.downloaded} downloaded, {result.skipped} already present and verified, "
