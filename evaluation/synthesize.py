@@ -86,12 +86,15 @@ def explicit_conditions(
     return Conditions([dict(codes) for _ in range(n)], demo)
 
 
-def conditions_like_dataset(root: str | Path, n: int, seed: int = 0) -> Conditions:
+def conditions_like_dataset(root: str | Path, n: int, seed: int = 0,
+                            folds: tuple[int, ...] | None = None) -> Conditions:
     """``n`` rows of a PTB-XL-layout folder's metadata (labels, demographics, site), sampled with a seeded
-    RNG."""
+    RNG; ``folds`` restricts the rows to those ``strat_fold`` values (e.g. the training folds)."""
     from ptbxl.layout import read_database
 
     meta = read_database(root, required=("ecg_id", "scp_codes"))
+    if folds is not None and "strat_fold" in meta.columns:
+        meta = meta[meta["strat_fold"].isin(folds)]
     if len(meta) == 0:
         raise FedECGError(f"{root}: ptbxl_database.csv has no rows to draw conditions from")
     rng = np.random.default_rng(seed)

@@ -6,9 +6,17 @@ import torch
 from _evaluation_ecgs import toy_ecgs
 
 from evaluation.classifier import (
-    ClassifierConfig, bootstrap_auroc, embed, load_classifier, macro_auroc, predict_proba, save_classifier,
+    ClassifierConfig,
+    bootstrap_auroc,
+    embed,
+    load_classifier,
+    macro_auroc,
+    predict_proba,
+    save_classifier,
     train_classifier,
-) from evaluation.leads import to_model_view from fedecg.errors import FedECGError
+)
+from evaluation.leads import to_model_view
+from fedecg.errors import FedECGError
 
 
 @pytest.fixture(scope="module")

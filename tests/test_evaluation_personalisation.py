@@ -9,18 +9,13 @@ from evaluation.personalisation import cohens_d, compare_effects, effect_sizes
 
 def _set(seed: int, age_slope: float):
     rng = np.random.default_rng(seed)
-    demo = pd.DataFrame(
-        {
-            "age": rng.uniform(20, 80, 60), "sex": rng.integers(0, 2, 60).astype(float), "height":
-            rng.normal(170, 10, 60), "weight": rng.normal(75, 10, 60),
-        }
-    ) meas = pd.DataFrame(
-        {
-            "hr_bpm": 70 + age_slope * demo["age"] + rng.normal(0, 1, 60), "qrs_ms": 90 + 10 * demo["sex"] +
-            rng.normal(0, 2, 60), "qt_ms": rng.normal(400, 20, 60), "r_amp_mv": rng.normal(1, 0.1, 60),
-            "qrs_amp_mv": rng.normal(1.2, 0.1, 60),
-        }
-    ) return demo, meas
+    demo = pd.DataFrame({"age": rng.uniform(20, 80, 60), "sex": rng.integers(0, 2, 60).astype(float),
+                         "height": rng.normal(170, 10, 60), "weight": rng.normal(75, 10, 60)})
+    meas = pd.DataFrame({"hr_bpm": 70 + age_slope * demo["age"] + rng.normal(0, 1, 60),
+                         "qrs_ms": 90 + 10 * demo["sex"] + rng.normal(0, 2, 60),
+                         "qt_ms": rng.normal(400, 20, 60), "r_amp_mv": rng.normal(1, 0.1, 60),
+                         "qrs_amp_mv": rng.normal(1.2, 0.1, 60)})
+    return demo, meas
 
 
 def test_cohens_d_known_value():
