@@ -159,7 +159,7 @@ def validate_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioCon
     total = 0
     for start in range(0, min(n, bs * cfg.train.eval_batches), bs):
         sl = slice(start, start + bs)
-        x, labels, demo, demo_mask = (torch.as_tensor(np.asarray(a[sl]), device=device)
+        x, labels, demo, demo_mask = (torch.tensor(np.asarray(a[sl]), device=device)
                                       for a in (arrays.x, arrays.labels, arrays.demo, arrays.demo_mask))
         loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg, generator=gen)
         k = x.shape[0]

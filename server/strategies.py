@@ -44,17 +44,20 @@ def _inner(strategy):
 
 
 def strategy_state(strategy) -> dict:
-    """The mutable state a strategy carries between rounds (FedOpt moments), as plain numpy dicts."""
+    """The mutable state a strategy carries between rounds (FedOpt moments), as torch tensors (so the
+    checkpoint loads with ``weights_only=True``)."""
+    import torch
+
     inner = _inner(strategy)
     state = {}
     for name in ("m_t", "v_t"):
         value = getattr(inner, name, None)
         if value is not None:
-            state[name] = {k: np.asarray(v).copy() for k, v in value.items()}
+            state[name] = {k: torch.from_numpy(np.array(v)) for k, v in value.items()}
     return state
 
 
 def restore_strategy_state(strategy, state: dict) -> None:
     inner = _inner(strategy)
     for name, value in (state or {}).items():
-        setattr(inner, name, {k: np.asarray(v) for k, v in value.items()})
+        setattr(inner, name, {k: v.numpy() for k, v in value.items()})

@@ -1,0 +1,191 @@
+"""The server round loop + client app end to end, in process (tests/fedsim.InProcessGrid: no Ray, no network).
+
+Covers: per-round checkpoints and metrics, cumulative per-site epsilon, exact resume after an interruption,
+rejection of tampered replies, the egress allow-list on every outgoing message, and budget refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from flwr.app import Array, ArrayRecord, Message
+
+from client.app import app as client_app
+from fedecg import protocol as P
+from ptbxl.partition import Manifest
+from server.loop import ServerSettings, run_federation
+from server.prepare import prepare_run
+from tests.fedsim import InProcessGrid
+
+BASE = {
+    "name": "t",
+    "rounds": 2,
+    "seed": 7,
+    "partition": {"by": "site", "min_records": 1, "tail": "pool"},
+    "model": {"preset": "tiny"},
+    "train": {"local_steps": 2, "batch_size": 4, "lr": 0.001, "eval_batches": 1},
+    "dp": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0},
+    "strategy": {"name": "fedavg", "min_train_nodes": 1, "min_available_nodes": 1},
+    "output": {"synthesize": 0},
+}
+
+
+def _prepare(tmp_path, dataset, name="run", **changes):
+    scen = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        node = scen
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    scen["dataset"] = str(dataset)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(scen))
+    rd = prepare_run(path, [], tmp_path / name, partition=True)
+    n = len(Manifest.load(rd.manifest_path).clients)
+    return rd, n
+
+
+def _run(rd, n, **grid_kw):
+    settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True)
+    return run_federation(InProcessGrid(client_app, n, **grid_kw), settings)
+
+
+def test_dp_run_writes_checkpoint_per_round_and_epsilon_accumulates(tmp_path, demo_ptbxl):
+    rd, n = _prepare(tmp_path, demo_ptbxl)
+
+    _run(rd, n)
+
+    rows = rd.metrics()
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rd.completed_rounds() == [1, 2]
+    assert rd.status()["status"] == "completed"
+    for site in rows[0]["sites"]:
+        eps = [r["sites"][site]["epsilon"] for r in rows]
+        assert all(b > a > 0 for a, b in zip(eps, eps[1:])), (site, eps)
+    ledger = json.loads(rd.ledger_path.read_text())
+    assert set(ledger["sites"]) == set(rows[0]["sites"])
+    first = next(iter(ledger["sites"].values()))
+    assert [h["round"] for h in first["history"]] == [1, 2]
+    assert all(h["steps"] == 2 for h in first["history"])
+
+
+def _final_weights(rd):
+    from sssd.checkpoint import load_checkpoint
+
+    return {k: v.numpy() for k, v in load_checkpoint(rd.checkpoints / "latest.pt")["state_dict"].items()}
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, demo_ptbxl):
+    # FedAdam + DP-SGD: server-side moments and every random draw must be restored exactly
+    rd_a, n = _prepare(tmp_path, demo_ptbxl, "a", **{"strategy.name": "fedadam"})
+    shutil.copytree(rd_a.path, tmp_path / "b")
+    from server.prepare import PreparedRun
+
+    rd_b = PreparedRun(tmp_path / "b")
+    _run(rd_a, n)
+
+    calls = {"n": 0}
+
+    def crash_in_round_2(nid, reply):
+        calls["n"] += 1
+        if calls["n"] > 2 * n:  # round 1 = n train + n evaluate replies; die inside round 2
+            raise _Crash("server killed")
+        return reply
+
+    with pytest.raises(_Crash):
+        _run(rd_b, n, tamper=crash_in_round_2)
+    assert rd_b.completed_rounds() == [1]
+    assert rd_b.status()["status"] == "failed"
+
+    _run(rd_b, n)  # a fresh grid: restarted server and client processes
+
+    a, b = _final_weights(rd_a), _final_weights(rd_b)
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert [r["round"] for r in rd_b.metrics()] == [1, 2]
+    for site in rd_b.metrics()[0]["sites"]:  # the restarted sites' ledgers continued
+        eps = [r["sites"][site]["epsilon"] for r in rd_b.metrics()]
+        assert eps[1] > eps[0]
+
+
+def test_tampered_replies_are_rejected_and_round_completes(tmp_path, demo_ptbxl):
+    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=1, **{"dp.enabled": False})
+    assert n >= 4
+
+    def tamper(nid, reply):
+        if reply.has_error() or P.ARRAYS not in reply.content.array_records:
+            return reply
+        arrays = {k: a.numpy().copy() for k, a in reply.content.array_records[P.ARRAYS].items()}
+        name = next(iter(arrays))
+        if nid == 1:
+            arrays[name] = np.zeros(arrays[name].shape + (2,), dtype=np.float32)
+        elif nid == 2:
+            arrays[name].flat[0] = np.nan
+        elif nid == 3:
+            arrays[name] = arrays[name] + 1e6
+        else:
+            return reply
+        reply.content[P.ARRAYS] = ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()})
+        return reply
+
+    final = _run(rd, n, tamper=tamper)
+
+    row = rd.metrics()[0]
+    reasons = sorted(m.get("reason", "") for m in row["sites"].values() if m["status"] == "rejected")
+    assert len(reasons) == 3
+    assert any("wrong shape" in r for r in reasons)
+    assert any("non-finite" in r for r in reasons)
+    assert any("update norm" in r for r in reasons)
+    assert row["server"]["accepted"] == n - 3
+    assert all(np.all(np.isfinite(v)) for v in final.values())
+    assert rd.status()["status"] == "completed"
+
+
+def test_every_outgoing_message_carries_only_parameters_and_aggregate_metrics(tmp_path, demo_ptbxl):
+    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=2)
+    outgoing: list[Message] = []
+
+    final = _run(rd, n, outgoing=outgoing)
+
+    assert len(outgoing) == 2 * 2 * n  # train + evaluate, every node, every round
+    param_bytes = sum(v.nbytes for v in final.values())
+    for msg in outgoing:
+        assert not msg.has_error()
+        content = msg.content
+        assert set(content.keys()) <= {P.ARRAYS, P.METRICS, P.SITE_INFO}
+        for name, value in content.metric_records[P.METRICS].items():
+            assert name in P.ALLOWED_METRICS
+            assert isinstance(value, float)
+        if P.ARRAYS in content.array_records:
+            arrays = content.array_records[P.ARRAYS]
+            assert list(arrays.keys()) == list(final.keys())
+            assert sum(a.numpy().nbytes for a in arrays.values()) == param_bytes
+        assert set(content.config_records[P.SITE_INFO].keys()) <= {"site", "status", "message"}
+
+
+@pytest.mark.slow
+def test_site_refuses_to_train_once_budget_is_spent(tmp_path, demo_ptbxl):
+    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=2, **{"dp.budget_epsilon": 0.3,
+                                                          "dp.noise_multiplier": 0.8})
+
+    _run(rd, n)
+
+    rows = rd.metrics()
+    refused = [m for r in rows for m in r["sites"].values() if m["status"] == "rejected"]
+    assert refused, "no site hit its budget"
+    assert all("privacy budget spent" in m["reason"] for m in refused)
+    ledger = json.loads(rd.ledger_path.read_text())
+    from privacy.accounting import compute_epsilon
+
+    for site in ledger["sites"].values():  # what was spent stays within budget
+        hist = [(h["noise_multiplier"], h["sample_rate"], h["steps"]) for h in site["history"]]
+        assert compute_epsilon(hist, site["delta"]) <= 0.3 + 0.011
