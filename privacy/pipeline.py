@@ -53,8 +53,8 @@ def epsilon_section(run_dir: Path, client_ids: list[str]) -> dict | None:
 def _figures(
     mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: dict | None
 ) -> dict[str, bytes]:
-    from ptbxl.constants import MODEL_LEADS
     from privacy.plots import ecg_pairs_png, histograms_png, roc_png
+    from ptbxl.constants import MODEL_LEADS
 
     figs = {
         "dcr": histograms_png(
@@ -122,6 +122,8 @@ def run_audit(
         source = f"sampled from {run.checkpoint} (DDIM {cfg.sampling_steps} steps, seed {cfg.seed})"
     else:
         raise FedECGError(f"{run.run_dir}: no checkpoint to synthesize from; pass --synthetic")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "synthetic.npz", signals=syn)  # the audited ECGs (8 model leads, mV)
     mem = memorization_audit(syn, np.asarray(train.x), np.asarray(hold.x), cfg.audit, device, train.ecg_ids)
     audit: dict = {
         "format": AUDIT_FORMAT,

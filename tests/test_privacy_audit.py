@@ -33,6 +33,7 @@ def test_generator_returning_training_records_is_flagged(sets):
     assert res.summary["dcr"]["significant"]
     assert res.summary["dcr"]["share_closer_to_train"] == 1.0
     assert res.summary["dcr"]["binomial"]["p_value"] < 1e-6  # (250/350)^60
+    assert res.summary["dcr"]["permutation"]["p_value"] < 1e-3
     assert res.summary["near_copy"]["baseline_holdout_share"] < 0.05
     assert res.summary["nndr"]["median"] == pytest.approx(0.0, abs=1e-6)
 
@@ -81,3 +82,21 @@ def test_mismatched_shapes_raise(sets):
     train, holdout, _ = sets
     with pytest.raises(FedECGError, match="share"):
         memorization_audit(train[:5, :4], train, holdout)
+
+
+def test_hub_record_does_not_make_the_dcr_test_significant(sets):
+    """A generator of flat lines is nearest to the one lowest-amplitude real ECG for every sample. If that
+    record happens to be in train, the binomial test (independent samples) cries wolf; the split-permutation
+    test knows it is one record and stays at p ≈ N/(N+M)."""
+    train, holdout, _ = sets
+    train = train.copy()
+    train[0] *= 0.05  # the hub: a near-flat training ECG
+    synthetic = np.zeros((40, 8, train.shape[2]), np.float32) + 0.01 * np.random.default_rng(
+        3
+    ).standard_normal((40, 8, train.shape[2])).astype(np.float32)
+    res = memorization_audit(synthetic, train, holdout, AuditConfig(n_permutations=2000))
+    d = res.summary["dcr"]
+    assert d["share_closer_to_train"] == 1.0
+    assert d["binomial"]["p_value"] < 1e-4
+    assert d["permutation"]["max_share_of_one_record"] == 1.0
+    assert d["permutation"]["p_value"] > 0.5 and not d["significant"]
