@@ -25,10 +25,13 @@ FLOWER_ENV = {
 
 
 def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, overrides: list[str] | None = None,
-             *, resume: bool = False, show_progress: bool = False) -> Path:
+             *, resume: bool = False, show_progress: bool = False, engine: str = "ray") -> Path:
     """Prepare (or, with ``resume``, reopen) a run directory and run it to the end. Returns the run dir.
 
-    Raises FedECGError when the run did not complete (the run dir's status.json says why)."""
+    ``engine``: ``ray`` (Flower's Simulation Engine) or ``inprocess`` (sequential, no Ray; see
+    simulations.inprocess). Raises FedECGError when the run did not complete (status.json says why)."""
+    if engine not in ("ray", "inprocess"):
+        raise FedECGError(f"engine must be ray or inprocess, got {engine!r}")
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
@@ -46,6 +49,16 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     n_clients = len(Manifest.load(rd.manifest_path).clients)
     settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True,
                               show_progress=show_progress)
+    if engine == "inprocess":
+        from simulations.inprocess import InProcessGrid
+
+        try:
+            run_federation(InProcessGrid(client_app, n_clients), settings)
+        except FedECGError:
+            raise
+        except Exception as exc:
+            raise FedECGError(f"simulation of {rd.path} failed: {type(exc).__name__}: {exc}") from exc
+        return _check_completed(rd)
     server_app = ServerApp()
 
     @server_app.main()
@@ -67,6 +80,10 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     except Exception as exc:  # Flower wraps ServerApp errors; status.json has the cause
         status = rd.status()
         raise FedECGError(f"simulation of {rd.path} failed: {status.get('error', exc)}") from exc
+    return _check_completed(rd)
+
+
+def _check_completed(rd) -> Path:
     status = rd.status()
     if status.get("status") != "completed":
         raise FedECGError(f"simulation of {rd.path} did not complete: status {status.get('status')!r}"

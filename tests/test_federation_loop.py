@@ -1,4 +1,4 @@
-"""The server round loop + client app end to end, in process (tests/fedsim.InProcessGrid: no Ray, no network).
+"""The server round loop + client app end to end, in process (simulations.inprocess: no Ray, no network).
 
 Covers: per-round checkpoints and metrics, cumulative per-site epsilon, exact resume after an interruption,
 rejection of tampered replies, the egress allow-list on every outgoing message, and budget refusal."""
@@ -18,7 +18,7 @@ from fedecg import protocol as P
 from ptbxl.partition import Manifest
 from server.loop import ServerSettings, run_federation
 from server.prepare import prepare_run
-from tests.fedsim import InProcessGrid
+from simulations.inprocess import InProcessGrid
 
 BASE = {
     "name": "t",

@@ -20,6 +20,8 @@ def simulate_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override key=value (rounds=2, dp=true, model=tiny, "
                                    "local_steps=5, dataset=PATH, model.mel_lambda=0, partition.by=iid ...)."),
     resume: Path = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
+    engine: str = typer.Option("ray", "--engine", help="ray (Flower Simulation Engine) or inprocess "
+                               "(sequential, no Ray: debugging, profiling)."),
 ) -> None:
     """Run a scenario in Flower's Simulation Engine: one simulated hospital per partition."""
     from fedecg.errors import FedECGError
@@ -27,7 +29,8 @@ def simulate_cmd(
 
     if resume is None and scenario is None:
         raise FedECGError("give a SCENARIO file, or --resume RUN_DIR")
-    out = simulate(scenario, resume or run_dir, set_, resume=resume is not None, show_progress=True)
+    out = simulate(scenario, resume or run_dir, set_, resume=resume is not None, show_progress=True,
+                   engine=engine)
     typer.echo(f"run complete: {out}")
 
 

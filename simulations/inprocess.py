@@ -1,5 +1,7 @@
-"""A Flower Grid that delivers messages to ClientApps in this process (no Ray, no network): fast, exact
-tests of the server loop and client app. Each node keeps its own Context across rounds, like a SuperNode."""
+"""The in-process engine: a Flower Grid that delivers messages to ClientApps in this process, one after the
+other (no Ray, no network). Each node keeps its own Context across rounds, like a SuperNode. Used by
+``fedecg simulate --engine inprocess`` (debugging, profiling, tiny machines), the tests and the benchmarks;
+an exception in a ClientApp becomes an error reply, as in Flower's engines."""
 
 from __future__ import annotations
 
