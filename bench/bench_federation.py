@@ -1,0 +1,141 @@
+"""Where a federated round's time goes, printed as a table (numbers, not assertions).
+
+1. Local compute: one site's ``train.local_steps`` steps, plain vs DP-SGD (Opacus) at the same batch size.
+2. Serialisation: building the ArrayRecord of the model and its wire form (deflate + inflate), per message.
+3. A whole round: the in-process engine (local compute + serialisation only) vs Flower's Simulation Engine
+   (Ray actors, message store): the difference is Flower/Ray overhead.
+
+    python bench/bench_federation.py [--preset tiny] [--sites 4] [--local-steps 4] [--batch 8] [--no-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+
+def _scenario(tmp: Path, dataset: Path, preset: str, steps: int, batch: int, dp: bool, rounds: int) -> Path:
+    p = tmp / f"bench-{preset}-{dp}-{rounds}.yaml"
+    p.write_text(yaml.safe_dump({
+        "name": "bench", "dataset": str(dataset), "rounds": rounds, "seed": 0,
+        "partition": {"by": "site", "min_records": 1}, "model": {"preset": preset},
+        "train": {"local_steps": steps, "batch_size": batch, "eval_batches": 1},
+        "dp": {"enabled": dp, "noise_multiplier": 1.0}, "output": {"synthesize": 0},
+        "strategy": {"min_train_nodes": 1, "min_available_nodes": 1}}))
+    return p
+
+
+def bench_local(dataset: Path, preset: str, steps: int, batch: int, dp: bool, repeats: int = 3) -> float:
+    """Median seconds per local optimizer step at one site."""
+    import torch
+
+    from client.training import train_local
+    from fedecg.config import load_scenario
+    from ptbxl.dataset import load_arrays
+    from ptbxl.layout import read_database
+    from server.loop import initial_state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_scenario(_scenario(Path(tmp), dataset, preset, steps, batch, dp, 1))
+    meta = read_database(dataset)
+    arrays = load_arrays(dataset, list(meta.index[meta["strat_fold"] <= 8])[:64])
+    state = initial_state(cfg)
+    times = []
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        train_local(state, arrays, cfg, server_round=r + 1, site="bench", device=torch.device("cpu"),
+                    noise_multiplier=1.0 if dp else None)
+        if r > 0:  # first call warms up
+            times.append((time.perf_counter() - t0) / steps)
+    return statistics.median(times)
+
+
+def bench_serialisation(preset: str, repeats: int = 5) -> tuple[float, float]:
+    """(ms per message for ArrayRecord + deflate + inflate, MB on the wire) for the model's weights."""
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    from fedecg.config import ScenarioConfig
+    from server.loop import initial_state
+
+    cfg = ScenarioConfig.from_dict({"model": {"preset": preset}})
+    state = initial_state(cfg)
+    times, size = [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rec = ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})
+        blobs = {k: a.deflate() for k, a in rec.items()}
+        _ = {k: Array.inflate(b).numpy() for k, b in blobs.items()}
+        times.append(time.perf_counter() - t0)
+        size = sum(len(b) for b in blobs.values())
+    return statistics.median(times) * 1e3, size / 1e6
+
+
+def bench_round(dataset: Path, preset: str, steps: int, batch: int, engine: str, rounds: int = 2) -> dict:
+    from simulations.runner import simulate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scen = _scenario(Path(tmp), dataset, preset, steps, batch, False, rounds)
+        t0 = time.perf_counter()
+        run = simulate(scen, Path(tmp) / "run", engine=engine)
+        total = time.perf_counter() - t0
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    compute = sum(m.get("train-seconds", 0.0) for m in last["sites"].values())
+    return {"engine": engine, "total_s": total, "round_s": last["server"]["round-seconds"],
+            "train_phase_s": last["server"]["train-phase-seconds"], "site_compute_sum_s": compute}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--sites", type=int, default=4)
+    ap.add_argument("--records", type=int, default=120)
+    ap.add_argument("--local-steps", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--no-ray", action="store_true")
+    args = ap.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ptbxl.demo import make_demo_dataset
+
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = make_demo_dataset(Path(tmp) / "ptbxl", n_records=args.records, n_sites=args.sites, seed=0)
+        plain = bench_local(ds, args.preset, args.local_steps, args.batch, dp=False)
+        private = bench_local(ds, args.preset, args.local_steps, args.batch, dp=True)
+        ser_ms, wire_mb = bench_serialisation(args.preset)
+        rounds = [bench_round(ds, args.preset, args.local_steps, args.batch, "inprocess")]
+        if not args.no_ray:
+            rounds.append(bench_round(ds, args.preset, args.local_steps, args.batch, "ray"))
+
+    t = Table(title=f"federated round cost — preset {args.preset}, batch {args.batch}, "
+                    f"{args.local_steps} local steps, {args.sites} sites")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("plain step (s)", f"{plain:.3f}")
+    t.add_row("DP-SGD step (s)", f"{private:.3f}")
+    t.add_row("DP / plain", f"{private / plain:.2f}x")
+    t.add_row("weights on the wire (MB / message)", f"{wire_mb:.3f}")
+    t.add_row("ArrayRecord + (de)serialise (ms / message)", f"{ser_ms:.1f}")
+    for r in rounds:
+        t.add_row(f"[{r['engine']}] round wall time (s)", f"{r['round_s']:.2f}")
+        t.add_row(f"[{r['engine']}] train phase (s)", f"{r['train_phase_s']:.2f}")
+        t.add_row(f"[{r['engine']}] sum of site compute (s)", f"{r['site_compute_sum_s']:.2f}")
+        t.add_row(f"[{r['engine']}] whole run incl. start-up (s)", f"{r['total_s']:.1f}")
+    if len(rounds) == 2:
+        t.add_row("Flower/Ray overhead per round (s) = ray − inprocess round",
+                  f"{rounds[1]['round_s'] - rounds[0]['round_s']:.2f}")
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()
