@@ -141,11 +141,13 @@ def audit_bound(
 def make_canaries(
     m: int, n_labels: int = 71, seed: int = 0, leads: int = 8, samples: int = 1000, fs: float = 100.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """m out-of-distribution ECGs (m, leads, samples) mV and random multi-hot labels (m, n_labels)."""
+    """m out-of-distribution ECGs (m, leads, samples) mV and random multi-hot labels (m, n_labels).
+    Canary i's age/sex are :func:`canary_demographics` (fixed, so included and excluded canaries are scored
+    under the same conditions)."""
     rng = np.random.default_rng(seed)
     t = np.arange(samples) / fs
     x = np.zeros((m, leads, samples))
-    for k in range(4):
+    for _ in range(4):
         f = rng.uniform(0.5, 15.0, (m, leads, 1))
         x += rng.uniform(0.1, 0.4, (m, leads, 1)) * np.sin(
             2 * np.pi * f * t + rng.uniform(0, 6.3, (m, leads, 1))
@@ -156,6 +158,12 @@ def make_canaries(
     for i in range(m):
         labels[i, rng.choice(n_labels, 2, replace=False)] = 1.0
     return x.astype(np.float32), labels
+
+
+def canary_demographics(m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(ages in years, sexes 0/1) of the m canaries."""
+    rng = np.random.default_rng([seed, 1])
+    return rng.integers(20, 80, m).astype(float), rng.integers(0, 2, m).astype(float)
 
 
 def write_canary_dataset(
@@ -194,6 +202,7 @@ def write_canary_dataset(
     rng = np.random.default_rng(seed)
     sites = sorted(meta["site"].dropna().unique())
     next_id, next_patient = int(meta["ecg_id"].max()) + 1, float(meta["patient_id"].max()) + 1
+    ages, sexes = canary_demographics(len(canaries), seed)
     rows, ids = [], []
     for i in range(len(canaries)):
         if not included[i]:
@@ -214,8 +223,8 @@ def write_canary_dataset(
             scp_codes=str(codes),
             filename_lr=lr,
             filename_hr=hr,
-            age=float(rng.integers(20, 80)),
-            sex=int(rng.integers(0, 2)),
+            age=float(ages[i]),
+            sex=int(sexes[i]),
             height=np.nan,
             weight=np.nan,
         )
@@ -242,3 +251,71 @@ def _write(path: Path, sig12: np.ndarray, fs: int, gain: float, names: list[str]
         baseline=[0] * 12,
         write_dir=str(path.parent),
     )
+
+
+# ---------------------------------------------------------------- the whole experiment
+
+
+def run_canary_audit(
+    scenario: str | Path,
+    dataset: str | Path,
+    work_dir: str | Path,
+    n_canaries: int = 64,
+    overrides: list[str] | None = None,
+    seed: int = 0,
+    beta: float = 0.05,
+    delta: float | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Insert canaries (each w.p. 1/2) into a copy of ``dataset``, train ``scenario`` through the federation
+    runner, score every canary with the denoising-error attack and bound ε from below.
+
+    Writes ``work_dir/run/canary_audit.json`` (picked up by `fedecg audit` of that run) and returns it.
+    ``delta`` defaults to the run's largest site δ (1e-5 when the run has no DP sites). The accounted ε is
+    the released model's (worst site), ∞ when any client trained without DP."""
+    from fedecg.io import atomic_write_json
+    from privacy.accounting import run_budget
+    from privacy.inputs import load_model
+    from privacy.ledger import LEDGER_FILE, load_ledger
+    from privacy.mia import MIAConfig, denoising_errors
+    from ptbxl.demographics import encode_one
+    from ptbxl.labels import LabelVocab
+    from ptbxl.partition import Manifest
+    from simulations.runner import simulate
+
+    work_dir = Path(work_dir)
+    rng = np.random.default_rng(seed)
+    x, labels = make_canaries(n_canaries, seed=seed)
+    included = rng.random(n_canaries) < 0.5
+    ds = work_dir / "dataset"
+    ids = write_canary_dataset(dataset, ds, x, labels, included, list(LabelVocab.default().codes), seed)
+    run = Path(simulate(scenario, work_dir / "run", [*(overrides or []), f"dataset={ds.resolve()}"]))
+    model, schedule, cfg = load_model(run / "checkpoints" / "latest.pt", device)
+    ages, sexes = canary_demographics(n_canaries, seed)
+    enc = [encode_one(age=a, sex=sx) for a, sx in zip(ages, sexes, strict=True)]
+    demo, mask = np.stack([e[0] for e in enc]), np.stack([e[1] for e in enc])
+    errors = denoising_errors(model, schedule, cfg, x, labels, demo, mask, MIAConfig(seed=seed), device)
+    accounted, site_delta = math.inf, None
+    if (run / LEDGER_FILE).is_file():
+        ledger = load_ledger(run)
+        clients = {c.client_id for c in Manifest.load(run / "manifest.json").clients}
+        if ledger.sites and not clients - set(ledger.sites):
+            budget = run_budget(ledger, accountants=("rdp",))
+            accounted, site_delta = budget.release_epsilon, budget.release_delta
+    d = delta if delta is not None else (site_delta or 1e-5)
+    bound = audit_bound(-errors, included, d, beta)
+    out = {
+        **bound.to_dict(),
+        "accounted_epsilon": "inf" if math.isinf(accounted) else accounted,
+        "consistent": bool(bound.epsilon_lower_bound <= accounted),
+        "n_included": int(included.sum()),
+        "canary_ecg_ids": ids,
+        "included": included.tolist(),
+        "scores": (-errors).tolist(),
+        "dataset": str(ds),
+        "run_dir": str(run),
+        "seed": seed,
+        "method": "Steinke, Nasr & Jagielski 2023 (one run), denoising-error scores",
+    }
+    atomic_write_json(run / "canary_audit.json", out)
+    return out

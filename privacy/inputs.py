@@ -1,5 +1,6 @@
 """Inputs of the memorization audit: training/holdout arrays from a run's manifest, synthetic ECGs from a
-folder/.npz or from the run's latest checkpoint. All signals leave here as model-view arrays (N, 8, 1000) mV."""
+folder/.npz or from the run's latest checkpoint. All signals leave here as model-view arrays
+(N, 8, 1000) mV."""
 
 from __future__ import annotations
 

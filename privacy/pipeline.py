@@ -1,4 +1,5 @@
-"""`fedecg audit`: from a run directory (and optional synthetic/holdout folders) to audit.json + report.html."""
+"""`fedecg audit`: from a run directory (and optional synthetic/holdout folders) to audit.json and
+report.html."""
 
 from __future__ import annotations
 

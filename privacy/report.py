@@ -52,10 +52,10 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
         _check(
             level,
             "distance to closest record",
-            f"{100 * d['share_closer_to_train']:.1f}% of synthetic ECGs are closer to a training ECG than to any "
-            f"holdout ECG, {100 * d['expected_share']:.1f}% expected without memorization "
-            f"(one-sided {test} test p = {p:.2g}; significant below {th.dcr_alpha}, FAIL if the excess exceeds "
-            f"{100 * th.dcr_fail_excess:.0f} points).",
+            f"{100 * d['share_closer_to_train']:.1f}% of synthetic ECGs are closer to a training ECG than "
+            f"to any holdout ECG, {100 * d['expected_share']:.1f}% expected without memorization "
+            f"(one-sided {test} test p = {p:.2g}; significant below {th.dcr_alpha}, FAIL if the excess "
+            f"exceeds {100 * th.dcr_fail_excess:.0f} points).",
         )
     )
     mia = audit.get("mia")
@@ -72,9 +72,10 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
             _check(
                 level,
                 "membership inference",
-                f"A loss-threshold attack on the model tells training ECGs from holdout ECGs with AUC {auc:.3f} "
-                f"(0.5 = guessing) and catches {100 * tpr1:.1f}% of members at 1% false alarms; WARN above AUC "
-                f"{th.mia_auc_warn} or {100 * th.mia_tpr1_warn:.0f}% TPR, FAIL above AUC {th.mia_auc_fail}.",
+                f"A loss-threshold attack on the model tells training ECGs from holdout ECGs with AUC "
+                f"{auc:.3f} (0.5 = guessing) and catches {100 * tpr1:.1f}% of members at 1% false alarms; "
+                f"WARN above AUC {th.mia_auc_warn} or {100 * th.mia_tpr1_warn:.0f}% TPR, "
+                f"FAIL above AUC {th.mia_auc_fail}.",
             )
         )
     eps = audit.get("epsilon")
@@ -99,8 +100,9 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
                 _check(
                     "WARN" if rel > th.epsilon_warn or loose else "PASS",
                     "formal guarantee",
-                    f"Record-level DP: ε = {rel:.2f} at δ = {eps['release']['delta']:.1e} for the released model "
-                    f"(worst site); WARN above ε = {th.epsilon_warn:g} or when δ ≥ 1/n at a site" + note,
+                    f"Record-level DP: ε = {rel:.2f} at δ = {eps['release']['delta']:.1e} for the released "
+                    f"model (worst site); WARN above ε = {th.epsilon_warn:g} or when δ ≥ 1/n at a site"
+                    + note,
                 )
             )
     can = audit.get("canary")
@@ -111,7 +113,8 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
                 "PASS" if ok else "FAIL",
                 "empirical DP audit",
                 f"Canary audit lower bound ε ≥ {can['epsilon_lower_bound']:.2f} "
-                f"({100 * (1 - can['beta']):.0f}% confidence) vs accounted ε = {can.get('accounted_epsilon')}; "
+                f"({100 * (1 - can['beta']):.0f}% confidence) vs accounted ε = "
+                f"{can.get('accounted_epsilon')}; "
                 + (
                     "consistent."
                     if ok
@@ -151,6 +154,18 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 .PASS{color:#17702b}.WARN{color:#a86400}.FAIL{color:#b00020}img{max-width:100%}code{background:#f3f3f3}"""
+
+
+def _dcr_text(d: dict) -> str:
+    perm = d.get("permutation", {})
+    return (
+        f"<p>Closer to train: {d['closer_to_train']}/{d['n']} (expected share {d['expected_share']:.3f}); "
+        f"split-permutation p = {perm.get('p_value', float('nan')):.3g} (decides); "
+        f"binomial p = {d['binomial']['p_value']:.3g} (assumes independent samples); "
+        f"the most popular real record is the nearest of {100 * perm.get('max_share_of_one_record', 0):.0f}% "
+        f"of synthetic ECGs. Mann–Whitney U (size-matched, {d['mannwhitney_u']['reference_size']} records) "
+        f"p = {d['mannwhitney_u']['p_value']:.3g}.</p>"
+    )
 
 
 def render_html(audit: dict, figures: dict[str, bytes]) -> str:
@@ -226,9 +241,7 @@ def render_html(audit: dict, figures: dict[str, bytes]) -> str:
             ],
             ["set", "mean", "median", "p05", "min"],
         ),
-        f"<p>Closer to train: {d['closer_to_train']}/{d['n']} (expected share {d['binomial']['null_share']:.3f}"
-        f"), binomial p = {d['binomial']['p_value']:.3g}; Mann–Whitney U (size-matched, "
-        f"{d['mannwhitney_u']['reference_size']} records) p = {d['mannwhitney_u']['p_value']:.3g}.</p>",
+        _dcr_text(d),
         _img(figures.get("dcr"), "DCR histograms"),
         "<h2>Nearest-neighbour distance ratio and near-copies</h2>",
         f"<p>NNDR median {audit['nndr']['median']:.3f} (real holdout: "

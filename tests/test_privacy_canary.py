@@ -117,3 +117,33 @@ def test_canaries_are_out_of_distribution_and_written_as_records(demo_ptbxl, tmp
     assert meta.loc[ids[0], "strat_fold"] in range(1, 9)
     arr = load_arrays(tmp_path / "can", [ids[0], ids[2]])
     np.testing.assert_allclose(arr.x, x[[0, 2]], atol=1e-3)  # 1 µV quantisation
+
+
+@pytest.mark.slow
+def test_canary_audit_through_the_federation(demo_ptbxl, tmp_path):
+    """Tiny federated runs on the demo dataset: the lower bound never exceeds the accounted ε of a strongly
+    private run, and the non-private run's bound is at least as large."""
+    from privacy.canary import run_canary_audit
+
+    base = [
+        "rounds=2",
+        "model=tiny",
+        "train.local_steps=20",
+        "train.batch_size=8",
+        "train.lr=0.003",
+        "output.synthesize=0",
+        "partition.min_records=1",
+    ]
+    scenario = "simulations/scenarios/demo.yaml"
+    priv = run_canary_audit(
+        scenario,
+        demo_ptbxl,
+        tmp_path / "p",
+        32,
+        [*base, "dp.enabled=true", "dp.noise_multiplier=20", "dp.delta=1e-5"],
+        seed=0,
+    )
+    nonp = run_canary_audit(scenario, demo_ptbxl, tmp_path / "n", 32, [*base, "dp.enabled=false"], seed=0)
+    assert priv["consistent"] and priv["epsilon_lower_bound"] <= float(priv["accounted_epsilon"])
+    assert nonp["accounted_epsilon"] == "inf"
+    assert nonp["epsilon_lower_bound"] >= priv["epsilon_lower_bound"]

@@ -1,4 +1,4 @@
-"""privacy.pipeline / `fedecg audit`: a self-built run directory → audit.json (contract keys) + report.html."""
+"""privacy.pipeline / `fedecg audit`: a self-built run directory → audit.json (contract keys), report.html."""
 
 import json
 

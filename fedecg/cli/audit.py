@@ -59,6 +59,33 @@ def audit(
     typer.echo(f"wrote {out / 'audit.json'} and {out / 'report.html'}")
 
 
+def audit_canary(
+    scenario: Path = typer.Argument(..., help="Scenario YAML to train (e.g. simulations/scenarios/dp.yaml)."),
+    dataset: Path = typer.Option(..., "--dataset", help="PTB-XL-layout folder to copy and add canaries to."),
+    work_dir: Path = typer.Option(..., "--work-dir", help="New folder: dataset/ (canaries) and run/."),
+    canaries: int = typer.Option(64, "--canaries", help="Number of canaries m (each inserted w.p. 1/2)."),
+    overrides: list[str] = typer.Option(None, "--set", help="Scenario override key=value (repeat)."),
+    beta: float = typer.Option(0.05, "--beta", help="1 − confidence of the lower bound."),
+    delta: float = typer.Option(None, "--delta", help="δ of the bound (default: the run's largest site δ)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """One-run empirical DP audit: canaries w.p. 1/2 → train → membership guesses → ε lower bound."""
+    from privacy.canary import run_canary_audit
+
+    out = run_canary_audit(
+        scenario, dataset, work_dir, canaries, list(overrides or []), seed, beta, delta, device
+    )
+    typer.echo(
+        f"ε ≥ {out['epsilon_lower_bound']:.3f} with {100 * (1 - beta):.0f}% confidence "
+        f"({out['correct']}/{out['guesses']} correct guesses on {out['n_canaries']} canaries, "
+        f"δ = {out['delta']:.1e}); accounted ε = {out['accounted_epsilon']}; "
+        f"{'consistent' if out['consistent'] else 'INCONSISTENT: accounting is wrong'}"
+    )
+    typer.echo(f"wrote {out['run_dir']}/canary_audit.json")
+
+
 def register(app: typer.Typer) -> None:
     """Add `fedecg audit` and `fedecg audit-canary`."""
     app.command("audit")(audit)
+    app.command("audit-canary")(audit_canary)
