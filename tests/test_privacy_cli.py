@@ -84,3 +84,14 @@ def test_plan_gives_more_noise_to_smaller_sites():
     sites = json.loads(res.output)["sites"]
     assert sites["0"]["sample_rate"] == pytest.approx(0.2)
     assert sites["0"]["noise_multiplier"] > sites["1"]["noise_multiplier"] > 0
+
+
+def test_budget_lists_clients_without_dp_as_non_private(run_dir):
+    (run_dir / "manifest.json").write_text(
+        json.dumps({"clients": [{"client_id": c} for c in ("0", "1", "2")]})
+    )
+    res = runner.invoke(app, ["privacy", "budget", str(run_dir), "--json"])
+    out = json.loads(res.output)
+    assert out["non_private_sites"] == ["2"] and out["release"]["epsilon"] == "inf"
+    table = runner.invoke(app, ["privacy", "budget", str(run_dir)])
+    assert "no DP" in table.output

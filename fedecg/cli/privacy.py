@@ -40,6 +40,10 @@ def budget(
     ledger = load_ledger(run_dir)
     result = run_budget(ledger, primary=accountant)
     out = result.to_dict()
+    nonpriv = _non_private_clients(Path(run_dir), set(ledger.sites))
+    out["non_private_sites"] = nonpriv
+    if nonpriv:
+        out["release"]["epsilon"] = "inf"
     if cross_check:
         for name, b in result.sites.items():
             out["sites"][name]["epsilons"]["dp_accounting_pld"] = dp_accounting_epsilon(
@@ -99,14 +103,31 @@ def budget(
             _fmt(b.epsilons.get("prv")),
             _fmt(b.reported_epsilon),
         )
+    for site in nonpriv:
+        table.add_row(site, "-", "-", "-", "-", "-", "-", "∞ (no DP)", "-", "-", "-", "-")
     console = Console(width=max(Console().width, 120))
     console.print(table)
+    release = math.inf if nonpriv else result.release_epsilon
     console.print(
-        f"released model (record level, worst site): ε = {_fmt(result.release_epsilon)} "
-        f"at δ = {result.release_delta:.1e}"
+        f"released model (record level, worst site): ε = {_fmt(release)} at δ = {result.release_delta:.1e}"
     )
+    loose = [b.site for b in result.sites.values() if b.n_records and b.delta >= 1 / b.n_records]
+    if loose:
+        console.print(f"warning: δ ≥ 1/n at {', '.join(loose)} (such δ allows releasing a whole record)")
     if "plot" in out:
         console.print(f"plot: {out['plot']}")
+
+
+def _non_private_clients(run_dir: Path, ledger_sites: set[str]) -> list[str]:
+    """Clients of RUN_DIR/manifest.json without a ledger entry: they trained without DP-SGD."""
+    path = run_dir / "manifest.json"
+    if not run_dir.is_dir() or not path.is_file():
+        return []
+    try:
+        clients = [str(c["client_id"]) for c in json.loads(path.read_text(encoding="utf-8"))["clients"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FedECGError(f"{path}: cannot read the clients of the manifest ({exc})") from exc
+    return [c for c in clients if c not in ledger_sites]
 
 
 def plan(
