@@ -1,7 +1,9 @@
 """The conditional SSSD-MIDT denoiser: SSSD-ECG's residual stack of S4 layers, conditioned on the diffusion
 step, the 71 PTB-XL statements (multi-hot) and demographics (age, sex, height, weight with missing masks).
 
-Layout (Alcaraz & Strodthoff 2023, SSSD-ECG), all tensors (B, C, L):
+Layout (Alcaraz & Strodthoff 2023, SSSD-ECG); the interface is (B, C, L), inside the network tensors are
+channels-last (B, L, C) so that every 1x1 conv is an ``nn.Linear`` (one GEMM, fast forward and backward on
+CPU; the k=3 conv is a Linear on [h_{l-1}, h_l, h_{l+1}], see ``shift_stack``):
 
     x (B, 8, L) -> 1x1 conv to C, ReLU -> blocks -> sum of skips * sqrt(1/num_blocks)
                 -> 1x1 conv, ReLU -> 1x1 conv to 8 (zero-initialised: the model outputs 0 at init)
@@ -61,6 +63,13 @@ class ConditionEmbedding(nn.Module):
         return self.label(labels) + self.demo_out(F.silu(self.demo_in(d)))
 
 
+def shift_stack(z: torch.Tensor) -> torch.Tensor:
+    """(B, L, C) -> (B, L, 3C) = [z_{l-1}, z_l, z_{l+1}] with zero padding: a k=3 conv becomes one matmul."""
+    prev = F.pad(z, (0, 0, 1, 0))[:, :-1]
+    nxt = F.pad(z, (0, 0, 0, 1))[:, 1:]
+    return torch.cat([prev, z, nxt], dim=-1)
+
+
 class ResidualBlock(nn.Module):
     """One SSSD-ECG residual block (see the module docstring)."""
 
@@ -78,14 +87,16 @@ class ResidualBlock(nn.Module):
         )
         self.res_channels = c
         self.fc_t = nn.Linear(cfg.step_embed_dim_out, c)
-        self.conv_layer = nn.Conv1d(c, 2 * c, kernel_size=3, padding=1)
+        self.conv_layer = nn.Linear(
+            3 * c, 2 * c
+        )  # conv k=3, padding 1, as a linear map of [h_{l-1}, h_l, h_{l+1}]
         self.s4_1 = S4Layer(2 * c, **s4)
         self.fc_cond = nn.Linear(cfg.label_embed_dim, 2 * c)
         self.s4_2 = S4Layer(2 * c, **s4)
         # the last block's residual output is never used: no res_conv there (no dead, gradient-less weights,
         # which Opacus would reject)
-        self.res_conv = None if last else nn.Conv1d(c, c, kernel_size=1)
-        self.skip_conv = nn.Conv1d(c, cfg.skip_channels, kernel_size=1)
+        self.res_conv = None if last else nn.Linear(c, c)
+        self.skip_conv = nn.Linear(c, cfg.skip_channels)
         for conv in (self.conv_layer, self.res_conv, self.skip_conv):
             if conv is not None:
                 nn.init.kaiming_normal_(conv.weight)
@@ -93,12 +104,12 @@ class ResidualBlock(nn.Module):
     def forward(
         self, h: torch.Tensor, step_emb: torch.Tensor, cond: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        z = h + self.fc_t(step_emb).unsqueeze(-1)
-        z = self.s4_1(self.conv_layer(z))
-        z = z + self.fc_cond(cond).unsqueeze(-1)
+        z = h + self.fc_t(step_emb).unsqueeze(1)
+        z = self.s4_1(self.conv_layer(shift_stack(z)))
+        z = z + self.fc_cond(cond).unsqueeze(1)
         z = self.s4_2(z)
         c = self.res_channels
-        out = torch.tanh(z[:, :c]) * torch.sigmoid(z[:, c:])
+        out = torch.tanh(z[..., :c]) * torch.sigmoid(z[..., c:])
         skip = self.skip_conv(out)
         if self.res_conv is None:
             return h, skip
@@ -113,7 +124,7 @@ class SSSDDenoiser(nn.Module):
         self.cfg = cfg
         with torch.random.fork_rng(devices=[]):  # deterministic init without touching the caller's RNG
             torch.manual_seed(cfg.init_seed)
-            self.init_conv = nn.Conv1d(cfg.in_channels, cfg.res_channels, kernel_size=1)
+            self.init_conv = nn.Linear(cfg.in_channels, cfg.res_channels)
             nn.init.kaiming_normal_(self.init_conv.weight)
             self.fc_t1 = nn.Linear(cfg.step_embed_dim_in, cfg.step_embed_dim_mid)
             self.fc_t2 = nn.Linear(cfg.step_embed_dim_mid, cfg.step_embed_dim_out)
@@ -121,9 +132,9 @@ class SSSDDenoiser(nn.Module):
             self.blocks = nn.ModuleList(
                 ResidualBlock(cfg, last=i == cfg.num_blocks - 1) for i in range(cfg.num_blocks)
             )
-            self.final_conv = nn.Conv1d(cfg.skip_channels, cfg.skip_channels, kernel_size=1)
+            self.final_conv = nn.Linear(cfg.skip_channels, cfg.skip_channels)
             nn.init.kaiming_normal_(self.final_conv.weight)
-            self.zero_conv = nn.Conv1d(cfg.skip_channels, cfg.out_channels, kernel_size=1)
+            self.zero_conv = nn.Linear(cfg.skip_channels, cfg.out_channels)
             nn.init.zeros_(self.zero_conv.weight)
             nn.init.zeros_(self.zero_conv.bias)
         if "opacus" in sys.modules:  # make exact S4D per-sample gradients available to an active Opacus
@@ -141,9 +152,16 @@ class SSSDDenoiser(nn.Module):
     ) -> torch.Tensor:
         step = F.silu(self.fc_t2(F.silu(self.fc_t1(step_embedding(t, self.cfg.step_embed_dim_in)))))
         cond = self.cond_embed(labels, demo, demo_mask)
-        h = F.relu(self.init_conv(x_t))
+        h = F.relu(self.init_conv(x_t.transpose(1, 2)))  # channels-last (B, L, C) inside
         skip = None
-        use_ckpt = self.cfg.checkpoint_blocks and self.training and torch.is_grad_enabled()
+        # activation checkpointing saves memory but re-runs forwards, which Opacus's hooks cannot follow:
+        # it is switched off while Opacus hooks are attached
+        use_ckpt = (
+            self.cfg.checkpoint_blocks
+            and self.training
+            and torch.is_grad_enabled()
+            and not hasattr(self, "autograd_grad_sample_hooks")
+        )
         for block in self.blocks:
             if use_ckpt:
                 h, s = checkpoint(block, h, step, cond, use_reentrant=False)
@@ -151,7 +169,7 @@ class SSSDDenoiser(nn.Module):
                 h, s = block(h, step, cond)
             skip = s if skip is None else skip + s
         skip = skip * math.sqrt(1.0 / len(self.blocks))
-        return self.zero_conv(F.relu(self.final_conv(skip))).float()
+        return self.zero_conv(F.relu(self.final_conv(skip))).float().transpose(1, 2)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

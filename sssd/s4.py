@@ -61,8 +61,17 @@ def hippo_diagonal_init(n_modes: int, init: str = "legs") -> tuple[np.ndarray, n
     return -0.5 * np.ones(n_modes), w[keep], b_diag
 
 
+def _exp_complex(z: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """exp(z[..., None] * steps) for complex z and real steps, via real exp/cos/sin (vectorised on CPU,
+    about 6x faster than complex exp)."""
+    re = z.real[..., None] * steps
+    im = z.imag[..., None] * steps
+    mag = torch.exp(re)
+    return torch.complex(mag * torch.cos(im), mag * torch.sin(im))
+
+
 class S4DConv(nn.Module):
-    """u (B, H, L) -> K * u + D u: the S4D convolution with its kernel computed from the parameters."""
+    """u (B, L, H) -> K * u + D u: the S4D convolution with its kernel computed from the parameters."""
 
     def __init__(
         self,
@@ -100,30 +109,69 @@ class S4DConv(nn.Module):
         g = -(-length // m)
         steps_m = torch.arange(m, device=dta.device, dtype=torch.float32)
         steps_g = torch.arange(g, device=dta.device, dtype=torch.float32) * m
-        z_m = torch.exp(dta[..., None] * steps_m)  # (H, n, m)
-        z_g = torch.exp(dta[..., None] * steps_g)  # (H, n, g)
+        z_m = _exp_complex(dta, steps_m)  # (H, n, m)
+        z_g = _exp_complex(dta, steps_g)  # (H, n, g)
         k, h, n = w.shape
         u = (w[..., None] * z_g).permute(1, 0, 3, 2).reshape(h, k * g, n)  # (H, k g, n)
         kern = torch.bmm(u, z_m).real.reshape(h, k, g * m)[..., :length]  # (H, k, L)
         return 2.0 * kern.permute(1, 0, 2)
 
     def full_kernel(self, length: int) -> torch.Tensor:
-        """Kernel laid out for a circular convolution of size 2L, shape (H, 2L)."""
+        """Kernel laid out for a circular convolution of size 2L, shape (H, 2L); D sits at lag 0."""
         k = self.kernel(length)
+        full = F.pad(k[0], (0, length))
         if self.bidirectional:
-            return F.pad(k[0], (0, length)) + F.pad(k[1].flip(-1), (length, 0))
-        return F.pad(k[0], (0, length))
+            full = full + F.pad(k[1].flip(-1), (length, 0))
+        return full + F.pad(self.D.float()[:, None], (0, 2 * length - 1))
+
+    def kernel_fft(self, length: int) -> torch.Tensor:
+        """rfft of ``full_kernel``, shape (H, L + 1) complex (cached by ``cached_kernels``)."""
+        if self._cached_kf is not None and self._cached_kf[0] == length:
+            return self._cached_kf[1]
+        return torch.fft.rfft(self.full_kernel(length), n=2 * length)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        length = u.shape[-1]
-        if self._cached_kf is not None and self._cached_kf[0] == length:
-            kf = self._cached_kf[1]
-        else:
-            kf = torch.fft.rfft(self.full_kernel(length), n=2 * length)
+        """u (B, L, H) channels-last -> (B, L, H) float32 (the FFTs always run in float32)."""
+        length = u.shape[1]
         with torch.autocast(device_type=u.device.type, enabled=False):
-            uf = torch.fft.rfft(u.float(), n=2 * length)
-            y = torch.fft.irfft(uf * kf, n=2 * length)[..., :length]
-            return y + u.float() * self.D.float()[:, None]
+            ut = u.float().transpose(1, 2)  # (B, H, L)
+            if self._cached_kf is not None and self._cached_kf[0] == length:
+                kf = self._cached_kf[1]
+                y = torch.fft.irfft(torch.fft.rfft(ut, n=2 * length) * kf, n=2 * length)[..., :length]
+            else:
+                y = FFTConv.apply(ut, self.full_kernel(length))
+            return y.transpose(1, 2).contiguous()
+
+
+class FFTConv(torch.autograd.Function):
+    """y = (k circularly convolved with zero-padded u)[:L] by FFT of size n = 2L; u (B, H, L), k (H, n).
+
+    Saves only u and k for backward (torch's own autograd would keep rfft(u) and the padded u, 4x more):
+    du = (g correlated with k)[:L], dk = sum_b g correlated with u, both by FFT."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        n, length = k.shape[-1], u.shape[-1]
+        return torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k), n=n)[..., :length]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        u, k = ctx.saved_tensors
+        n, length = k.shape[-1], u.shape[-1]
+        gf = torch.fft.rfft(grad, n=n)
+        du = dk = None
+        if ctx.needs_input_grad[0]:
+            du = torch.fft.irfft(gf * torch.fft.rfft(k).conj(), n=n)[..., :length]
+        if ctx.needs_input_grad[1]:
+            cross = gf * torch.fft.rfft(u, n=n).conj()
+            dk = torch.fft.irfft(cross.sum(dim=tuple(range(cross.dim() - 2))), n=n)
+        return du, dk
 
 
 def s4d_grad_sample(
@@ -135,8 +183,8 @@ def s4d_grad_sample(
     (causal kernel, lags 0..L-1) and sum_t g_b[t] u_b[t + j] (anti-causal kernel, lag j = 1..L), both
     read off one FFT cross-correlation of size 2L; the kernel parameters' per-sample gradients are then
     the vector-Jacobian products of ``layer.kernel`` with the B cotangents dK_b (batched autograd)."""
-    u = activations[0].float()
-    g = backprops.float()
+    u = activations[0].float().transpose(1, 2)  # (B, H, L)
+    g = backprops.float().transpose(1, 2)
     length = u.shape[-1]
     corr = torch.fft.irfft(
         torch.fft.rfft(g, n=2 * length) * torch.fft.rfft(u, n=2 * length).conj(), n=2 * length
@@ -155,7 +203,8 @@ def s4d_grad_sample(
 
 
 class S4Layer(nn.Module):
-    """SSSD-ECG's S4 layer on (B, H, L): S4D conv -> GELU -> 1x1 conv to 2H -> GLU, + residual, LayerNorm."""
+    """SSSD-ECG's S4 layer on channels-last (B, L, H): S4D conv -> GELU -> linear to 2H -> GLU, + residual,
+    LayerNorm over channels."""
 
     def __init__(
         self,
@@ -170,15 +219,14 @@ class S4Layer(nn.Module):
     ) -> None:
         super().__init__()
         self.conv = S4DConv(channels, state, bidirectional, init, dt_min, dt_max)
-        self.output_linear = nn.Conv1d(channels, 2 * channels, kernel_size=1)
+        self.output_linear = nn.Linear(channels, 2 * channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.norm = nn.LayerNorm(channels) if layernorm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dropout(F.gelu(self.conv(x)))
-        y = self.dropout(F.glu(self.output_linear(y.to(x.dtype)), dim=1))
-        y = y + x
-        return self.norm(y.transpose(1, 2)).transpose(1, 2)
+        y = self.dropout(F.glu(self.output_linear(y), dim=-1))
+        return self.norm(y + x)
 
 
 @contextmanager

@@ -41,9 +41,9 @@ def test_factorised_kernel_equals_naive_vandermonde():
 def test_bidirectional_conv_matches_direct_sum():
     torch.manual_seed(1)
     conv = S4DConv(channels=3, state=8, bidirectional=True)
-    u = torch.randn(2, 3, 20)
+    u = torch.randn(2, 20, 3)  # channels-last (B, L, H)
     k = conv.kernel(20).double()
-    ud = u.double()
+    ud = u.double().transpose(1, 2)
     expected = torch.zeros_like(ud)
     for t in range(20):
         for s in range(20):
@@ -52,13 +52,13 @@ def test_bidirectional_conv_matches_direct_sum():
             else:
                 expected[..., t] += k[1, :, s - t - 1] * ud[..., s]
     expected += ud * conv.D.double()[:, None]
-    assert torch.allclose(conv(u).double(), expected, atol=1e-4)
+    assert torch.allclose(conv(u).double().transpose(1, 2), expected, atol=1e-4)
 
 
 def test_grad_sampler_matches_per_example_autograd():
     torch.manual_seed(2)
     conv = S4DConv(channels=4, state=8, bidirectional=True)
-    u, g = torch.randn(3, 4, 50), torch.randn(3, 4, 50)
+    u, g = torch.randn(3, 50, 4), torch.randn(3, 50, 4)
     per_sample = s4d_grad_sample(conv, [u], g)
     for b in range(3):
         conv.zero_grad()
@@ -70,7 +70,7 @@ def test_grad_sampler_matches_per_example_autograd():
 def test_cached_kernels_give_same_output_and_are_dropped():
     torch.manual_seed(3)
     layer = S4Layer(channels=8, state=8)
-    x = torch.randn(2, 8, 64)
+    x = torch.randn(2, 64, 8)
     with torch.no_grad():
         ref = layer(x)
         with cached_kernels(layer, 64):
@@ -79,3 +79,14 @@ def test_cached_kernels_give_same_output_and_are_dropped():
     assert layer.conv._cached_kf is None
     assert torch.allclose(ref, cached, atol=1e-6)
     assert "conv._cached_kf" not in layer.state_dict()
+
+
+def test_fft_conv_gradients_match_autograd_of_plain_fft():
+    from sssd.s4 import FFTConv
+
+    torch.manual_seed(4)
+    u = torch.randn(2, 3, 16, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, 32, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(FFTConv.apply, (u, k))
+    ref = torch.fft.irfft(torch.fft.rfft(u, n=32) * torch.fft.rfft(k), n=32)[..., :16]
+    assert torch.allclose(FFTConv.apply(u, k), ref)

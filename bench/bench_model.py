@@ -1,0 +1,203 @@
+"""Benchmark the SSSD-MIDT denoiser on this machine: training step time, peak memory, sampling time.
+
+One configuration per process, so peak resident memory (``ru_maxrss``) belongs to that configuration only:
+``run_isolated(...)`` starts ``python -m bench.bench_model --json ...`` in a fresh subprocess.
+
+Measured (batch B, 8 leads x 1000 samples, untrained weights, torch intra-op threads = ``threads``):
+* ``train_step_s``: median wall time of ``repeats`` full steps (forward + backward + Adam) after
+  ``warmup`` steps; ``train_step_cpu_s`` the matching process CPU time divided by the threads (on a
+  shared, loaded CPU the wall time is inflated by other processes, the CPU time much less so);
+* ``peak_mem_mb``: peak RSS of the process (model, optimiser, activations, allocator slack);
+* with ``sample``: ``ddim50_s_per_ecg`` / ``ddpm200_s_per_ecg``, wall time of one full sampling run at
+  batch B divided by B (with ``sample_steps`` = S > 0 one DDIM run of S steps is timed and both are
+  extrapolated linearly from its time per denoiser call; ``sample_extrapolated`` says so).
+
+Usage: ``python -m bench.bench_model --all`` (tiny, small, 4x256, paper), or ``fedecg bench model ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+STANDARD_CONFIGS: tuple[dict[str, Any], ...] = (
+    {"preset": "tiny"},
+    {"preset": "small"},
+    {"preset": "paper", "blocks": 4, "channels": 256},
+    {"preset": "paper"},
+)
+
+
+def _model_config(preset: str, blocks: int | None, channels: int | None, overrides: dict | None):
+    from sssd.config import model_preset
+
+    extra = dict(overrides or {})
+    if blocks is not None:
+        extra["num_blocks"] = blocks
+    if channels is not None:
+        extra["res_channels"] = extra["skip_channels"] = channels
+    return model_preset(preset, **extra)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+
+
+def measure(
+    preset: str = "tiny",
+    blocks: int | None = None,
+    channels: int | None = None,
+    batch: int = 8,
+    sample: bool = False,
+    threads: int = 2,
+    warmup: int = 1,
+    repeats: int = 3,
+    precision: str = "fp32",
+    sample_precision: str | None = None,
+    sample_steps: int = 0,
+    overrides: dict | None = None,
+) -> dict[str, Any]:
+    """Measure one configuration in this process (see the module docstring for the fields)."""
+    import torch
+
+    from sssd.diffusion import Schedule
+    from sssd.losses import diffusion_loss
+    from sssd.model import SSSDDenoiser
+    from sssd.sampling import ddim_timesteps
+    from sssd.sampling import sample as run_sampler
+
+    torch.set_num_threads(threads)
+    cfg = _model_config(preset, blocks, channels, overrides)
+    model = SSSDDenoiser(cfg)
+    sched = Schedule.from_config(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 * torch.randn(batch, cfg.in_channels, cfg.seq_len, generator=g)
+    labels = (torch.rand(batch, cfg.num_labels, generator=g) < 0.05).float()
+    demo, mask = (
+        torch.randn(batch, cfg.num_demographics, generator=g),
+        torch.ones(batch, cfg.num_demographics),
+    )
+    amp = precision == "bf16"
+    walls, cpus = [], []
+    for i in range(warmup + repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss, _ = diffusion_loss(model, sched, x, labels, demo, mask, cfg, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            walls.append(time.perf_counter() - w0)
+            cpus.append((time.process_time() - c0) / threads)
+    result: dict[str, Any] = {
+        "preset": preset,
+        "num_blocks": cfg.num_blocks,
+        "res_channels": cfg.res_channels,
+        "s4_state": cfg.s4_state,
+        "batch": batch,
+        "threads": threads,
+        "precision": precision,
+        "checkpoint_blocks": cfg.checkpoint_blocks,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_step_s": round(statistics.median(walls), 4),
+        "train_step_cpu_s": round(statistics.median(cpus), 4),
+        "train_peak_mem_mb": round(_peak_mb(), 1),
+    }
+    if sample:
+        del opt, loss
+        model.eval()
+        sp = sample_precision or precision
+        result["sample_precision"] = sp
+
+        def timed_run(sampler: str, steps: int) -> float:
+            w0 = time.perf_counter()
+            run_sampler(
+                model,
+                sched,
+                labels,
+                demo,
+                mask,
+                sampler=sampler,
+                steps=steps,
+                generator=torch.Generator().manual_seed(1),
+                precision=sp,
+            )
+            return time.perf_counter() - w0
+
+        if sample_steps > 0:  # time a short DDIM run; every sampler step is one denoiser call
+            per_call = timed_run("ddim", sample_steps) / len(ddim_timesteps(cfg.T, sample_steps))
+            result["ddim50_s_per_ecg"] = round(per_call * len(ddim_timesteps(cfg.T, 50)) / batch, 4)
+            result["ddpm200_s_per_ecg"] = round(per_call * cfg.T / batch, 4)
+        else:
+            result["ddim50_s_per_ecg"] = round(timed_run("ddim", 50) / batch, 4)
+            result["ddpm200_s_per_ecg"] = round(timed_run("ddpm", cfg.T) / batch, 4)
+        result["sample_extrapolated"] = sample_steps > 0
+    result["peak_mem_mb"] = round(_peak_mb(), 1)
+    return result
+
+
+def run_isolated(**kwargs: Any) -> dict[str, Any]:
+    """``measure(**kwargs)`` in a fresh Python process (separate peak memory); returns its JSON result."""
+    cmd = [sys.executable, "-m", "bench.bench_model", "--json"]
+    for key, value in kwargs.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        cmd += (
+            [flag] if value is True else [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+        )
+    env = {**os.environ, "OMP_NUM_THREADS": str(kwargs.get("threads", 2))}
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny", choices=("tiny", "small", "paper"))
+    p.add_argument("--blocks", type=int)
+    p.add_argument("--channels", type=int)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--sample", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--sample-precision", choices=("fp32", "bf16"))
+    p.add_argument("--sample-steps", type=int, default=0)
+    p.add_argument("--overrides", type=json.loads, help="JSON dict of ModelConfig overrides")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object (default when --all is not given)"
+    )
+    p.add_argument("--all", action="store_true", help="tiny, small, 4x256 and paper, each in its own process")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(_parser().parse_args(argv))
+    run_all, _ = args.pop("all"), args.pop("json")
+    if run_all:
+        for spec in STANDARD_CONFIGS:
+            kw = {**args, **spec}
+            print(json.dumps(run_isolated(**kw)), flush=True)
+        return
+    print(json.dumps(measure(**args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
