@@ -100,3 +100,29 @@ def test_hub_record_does_not_make_the_dcr_test_significant(sets):
     assert d["binomial"]["p_value"] < 1e-4
     assert d["permutation"]["max_share_of_one_record"] == 1.0
     assert d["permutation"]["p_value"] > 0.5 and not d["significant"]
+
+
+@pytest.mark.real_data
+def test_planted_memorization_on_real_ptbxl(ptbxl_dir):
+    """Real PTB-XL subset: train = folds 1–8, holdout = fold 10, 'fresh' unseen = fold 9. A generator that
+    returns training ECGs is flagged; one that returns unseen ECGs is not."""
+    from ptbxl.dataset import load_arrays
+    from ptbxl.layout import read_database
+
+    meta = read_database(ptbxl_dir)
+    ids = {
+        s: meta.index[meta["strat_fold"].isin(f)].tolist()
+        for s, f in {"train": range(1, 9), "val": [9], "test": [10]}.items()
+    }
+    train = np.asarray(load_arrays(ptbxl_dir, ids["train"]).x)
+    holdout = np.asarray(load_arrays(ptbxl_dir, ids["test"]).x)
+    fresh = np.asarray(load_arrays(ptbxl_dir, ids["val"]).x)
+    rng = np.random.default_rng(0)
+    copier = memorization_audit(
+        train[rng.choice(len(train), 40, replace=False)], train, holdout, AuditConfig(n_permutations=2000)
+    )
+    honest = memorization_audit(fresh[:40], train, holdout, AuditConfig(n_permutations=2000))
+    assert copier.near_copy_share == pytest.approx(1.0)
+    assert copier.summary["dcr"]["significant"]
+    assert honest.near_copy_share <= 0.05
+    assert not honest.summary["dcr"]["significant"]
