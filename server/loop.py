@@ -20,7 +20,6 @@ import numpy as np
 
 from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
-from fedecg.errors import FedECGError
 from fedecg.io import append_jsonl, atomic_write_json
 from server.rundir import CHECKPOINT_FORMAT, RunDir
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
@@ -78,6 +77,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
         base_config[P.SIM_STATE_ROOT] = str((rd.path / "node-state").resolve())
 
     progress = _progress(settings.show_progress, cfg.rounds, start)
+    board = _tensorboard(rd)
     empty_rounds: list[int] = []
     try:
         for rnd in range(start + 1, cfg.rounds + 1):
@@ -118,6 +118,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             rd.save_checkpoint(rnd, payload, keep=cfg.output.keep_checkpoints)
             rd.write_status("running", round=rnd)
             _log_round(rnd, cfg.rounds, row)
+            if board is not None:
+                _to_tensorboard(board, row)
             if progress is not None:
                 progress.update(1)
     except BaseException as exc:
@@ -126,6 +128,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
     finally:
         if progress is not None:
             progress.close()
+        if board is not None:
+            board.close()
     rd.write_status("completed", round=cfg.rounds, rounds_without_update=empty_rounds)
     return weights
 
@@ -264,6 +268,22 @@ def _progress(show: bool, total: int, start: int):
     return tqdm(total=total, initial=start, desc="federated rounds", unit="round")
 
 
-def check_resumable(rd: RunDir) -> None:
-    if not rd.config_path.exists():
-        raise FedECGError(f"cannot resume {rd.path}: no config.yaml (not a run directory)")
+def _tensorboard(rd: RunDir):
+    """A SummaryWriter into RUN_DIR/tensorboard when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(rd.path / "tensorboard"))
+
+
+def _to_tensorboard(board, row: dict) -> None:
+    rnd = row["round"]
+    for key, value in row["server"].items():
+        if isinstance(value, (int, float)):
+            board.add_scalar(f"server/{key}", value, rnd)
+    for site, metrics in row["sites"].items():
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)):
+                board.add_scalar(f"{site}/{key}", value, rnd)
+    board.flush()

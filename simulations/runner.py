@@ -98,7 +98,7 @@ def _check_completed(rd) -> Path:
 def _rejections(rd) -> str:
     seen = []
     for row in rd.metrics():
-        for site, m in row.get("sites", {}).items():
+        for m in row.get("sites", {}).values():
             if m.get("status") == "rejected" and m.get("reason") not in seen:
                 seen.append(m.get("reason"))
     return "; ".join(str(r) for r in seen[:3]) or "no replies"

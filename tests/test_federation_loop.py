@@ -189,3 +189,20 @@ def test_site_refuses_to_train_once_budget_is_spent(tmp_path, demo_ptbxl):
     for site in ledger["sites"].values():  # what was spent stays within budget
         hist = [(h["noise_multiplier"], h["sample_rate"], h["steps"]) for h in site["history"]]
         assert compute_epsilon(hist, site["delta"]) <= 0.3 + 0.011
+
+
+def test_client_level_dp_is_accounted_apart_from_record_level(tmp_path, demo_ptbxl):
+    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=1, **{"dp.enabled": False, "strategy.client_dp": True,
+                                                          "strategy.client_dp_noise": 1.0,
+                                                          "strategy.client_dp_clip": 5.0})
+
+    final = _run(rd, n)
+
+    ledger = json.loads(rd.ledger_path.read_text())
+    assert ledger["sites"] == {}  # no record-level DP in this run
+    cl = ledger["client_level"]
+    assert cl["n_records"] == n and cl["history"][0]["noise_multiplier"] == 1.0
+    assert all(np.all(np.isfinite(v)) for v in final.values())
+    from privacy.ledger import load_ledger
+
+    assert load_ledger(rd.path).client_level is not None  # the privacy module reads it
