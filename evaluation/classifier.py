@@ -153,18 +153,23 @@ def macro_auroc(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def bootstrap_auroc(y: np.ndarray, p: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict[str, float]:
-    """Macro AUROC with a 95 % percentile bootstrap CI over test ECGs (resampled with replacement)."""
+def bootstrap_auroc(y: np.ndarray, p: np.ndarray, n_boot: int = 200, seed: int = 0,
+                    keep_samples: bool = False) -> dict:
+    """Macro AUROC with a 95 % percentile bootstrap CI over test ECGs (resampled with replacement; the same
+    ``seed`` gives the same resamples, so two models scored on one test set are compared pairwise)."""
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(y), len(y))
         v = macro_auroc(y[idx], p[idx])
-        if np.isfinite(v):
-            boots.append(v)
+        boots.append(v)
     point = macro_auroc(y, p)
-    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan)
-    return {"auroc": point, "ci_low": float(lo), "ci_high": float(hi), "n_boot": len(boots)}
+    finite = [b for b in boots if np.isfinite(b)]
+    lo, hi = np.percentile(finite, [2.5, 97.5]) if finite else (np.nan, np.nan)
+    out = {"auroc": point, "ci_low": float(lo), "ci_high": float(hi), "n_boot": len(finite)}
+    if keep_samples:
+        out["boot"] = [float(b) for b in boots]  # NaN kept so positions stay paired across models
+    return out
 
 
 def save_classifier(

@@ -69,6 +69,7 @@ def inter_lead_correlation_error(
     min_group: int = 3,
     n_boot: int = 0,
     seed: int = 0,
+    keep_samples: bool = False,
 ) -> dict:
     """ILC error (see module docstring) with per-group values; ``n_boot`` > 0 adds a 95 % bootstrap CI
     (ECGs resampled with replacement within each group of each set)."""
@@ -110,6 +111,8 @@ def inter_lead_correlation_error(
             sb = {g: rng.choice(s_idx[g], len(s_idx[g])) for g in matched}
             boots.append(float(np.dot(weights, list(error(rb, sb).values()))))
         out["ci95"] = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+        if keep_samples:
+            out["boot"] = [float(b) for b in boots]
     return out
 
 

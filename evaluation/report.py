@@ -33,6 +33,7 @@ class FidelityConfig:
     spectral: fidelity.SpectralConfig = field(default_factory=fidelity.SpectralConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     seed: int = 0
+    keep_bootstrap: bool = False  # include the ILC bootstrap samples (used by the ablation's CIs)
 
 
 def fidelity_report(
@@ -56,6 +57,7 @@ def fidelity_report(
         min_group=cfg.min_group,
         n_boot=cfg.n_boot,
         seed=cfg.seed,
+        keep_samples=cfg.keep_bootstrap,
     )
     snr_real = fidelity.snr_db(real.signals, real.fs, cfg.spectral.band_hz)
     snr_syn = fidelity.snr_db(synthetic.signals, synthetic.fs, cfg.spectral.band_hz)

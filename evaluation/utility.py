@@ -83,7 +83,7 @@ def synthesize_like(checkpoint, real_root, cfg: UtilityConfig, dest: Path, devic
 
 
 def utility_experiment(real_train: ECGSet, real_test: ECGSet, synthetic: ECGSet, cfg: UtilityConfig,
-                       device=None) -> dict:
+                       device=None, keep_samples: bool = False) -> dict:
     """Train one classifier per setting and score it on ``real_test``; returns the result dict."""
     x_real, y_real = to_model_view(real_train.signals), superclass_targets(real_train)
     x_syn, y_syn = to_model_view(synthetic.signals), superclass_targets(synthetic, real_train.statements)
@@ -104,7 +104,8 @@ def utility_experiment(real_train: ECGSet, real_test: ECGSet, synthetic: ECGSet,
     for name, frac, x, y, n_real, n_syn in settings:
         ccfg = _budget(cfg, len(x))
         model = train_classifier(x, y, ccfg, device)
-        scores = bootstrap_auroc(y_test, predict_proba(model, x_test, device), cfg.n_boot, cfg.seed)
+        scores = bootstrap_auroc(y_test, predict_proba(model, x_test, device), cfg.n_boot, cfg.seed,
+                                 keep_samples=keep_samples)
         rows.append({"setting": name, "real_fraction": frac, "n_real": n_real, "n_synthetic": n_syn,
                      "epochs": ccfg.epochs, **scores})
         log.info("utility %-22s n_real=%4d n_syn=%4d AUROC %.3f [%.3f, %.3f]", name, n_real, n_syn,
