@@ -250,9 +250,9 @@ class LocalDeployment:
             offset = len(proc.log_text())
             try:
                 self.procs.wait_for(
-                    name, lambda p: "SuperNode ID:" in p.log_text()[offset:], timeout=self.startup_timeout,
-                    failure=lambda p: explain_supernode_failure(
-                        p.log_text()[offset:], self.procs["superlink"].log_text()[link_mark:]),
+                    name, lambda p, off=offset: "SuperNode ID:" in p.log_text()[off:], timeout=self.startup_timeout,
+                    failure=lambda p, off=offset, link=link_mark: explain_supernode_failure(
+                        p.log_text()[off:], self.procs["superlink"].log_text()[link:]),
                 )
                 return
             except FedECGError as exc:

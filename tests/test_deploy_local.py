@@ -8,19 +8,17 @@ site rejoins after a restart), and that nothing the launcher started outlives it
 from __future__ import annotations
 
 import json
-import time
+import sys
 from pathlib import Path
 
 import pytest
 
-from deploy.local import LocalDeployment, run_local
+from deploy.local import LocalDeployment, explain_supernode_failure, run_local, write_run_config
 from deploy.pki import make_ca
 from deploy.processes import pid_alive
 from deploy.provision import ConsortiumSpec, provision_consortium
 from deploy.smoke import write_smoke_app
 from fedecg.errors import FedECGError
-
-pytestmark = pytest.mark.deploy
 
 SITES = ("site-a", "site-b", "site-c")
 
@@ -51,6 +49,7 @@ def _by_site(row: dict) -> dict[str, dict]:
     return {Path(r["data_dir"]).name: r for r in row["replies"]}
 
 
+@pytest.mark.deploy
 def test_unregistered_key_and_wrong_ca_are_refused_with_a_clear_message(cons, site_data, tmp_path):
     wrong_ca = tmp_path / "other-ca.crt"
     wrong_ca.write_bytes(make_ca("not the consortium").cert_pem)
@@ -69,6 +68,7 @@ def test_unregistered_key_and_wrong_ca_are_refused_with_a_clear_message(cons, si
     assert started and not any(pid_alive(p) for p in started)
 
 
+@pytest.mark.deploy
 def test_supernode_killed_mid_round_round_completes_and_site_rejoins(cons, site_data, tmp_path):
     app = write_smoke_app(tmp_path / "app")
     out = tmp_path / "smoke.jsonl"
@@ -97,6 +97,7 @@ def test_supernode_killed_mid_round_round_completes_and_site_rejoins(cons, site_
     assert not any(pid_alive(p) for p in started)
 
 
+@pytest.mark.deploy
 def test_a_failed_run_is_reported_as_an_error_not_success(cons, site_data, tmp_path):
     # `flwr run` itself exits 0 for a run that fails later; run_local must not.
     app = write_smoke_app(tmp_path / "app")
@@ -106,3 +107,25 @@ def test_a_failed_run_is_reported_as_an_error_not_success(cons, site_data, tmp_p
                   timeout=180)
     result = json.loads((tmp_path / "work" / "result.json").read_text())
     assert result["status"] == "finished:failed"
+
+
+def test_refusal_reasons_are_told_apart_with_the_superlink_log():
+    node = "ERROR: Exit Code: 305\n[code: 2004] Failed to activate SuperNode.\n"
+    assert "not registered" in explain_supernode_failure(node, "exception: No SuperNode found with the given public key")
+    assert "still marked online" in explain_supernode_failure(
+        node, "exception: SuperNode with node ID 12 could not be activated.")
+    assert "TLS refused" in explain_supernode_failure("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    assert explain_supernode_failure("all good") == ""
+
+
+def test_run_config_file_is_valid_toml(tmp_path):
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    path = write_run_config(tmp_path / "rc.toml", {"run-dir": "/tmp/a b/'q'", "rounds": 2, "dp": True, "lr": 0.5})
+    assert tomllib.loads(path.read_text()) == {"run-dir": "/tmp/a b/'q'", "rounds": 2, "dp": True, "lr": 0.5}
+
+
+def test_site_folder_without_ptbxl_table_is_refused(cons, tmp_path):
+    with pytest.raises(FedECGError, match="no ptbxl_database.csv"):
+        LocalDeployment(cons, tmp_path / "w", {"site-a": tmp_path})
+    with pytest.raises(FedECGError, match="not in the consortium"):
+        LocalDeployment(cons, tmp_path / "w", {"elsewhere": tmp_path})
