@@ -7,8 +7,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from fedecg.io import atomic_write_json, atomic_write_text
 from server.rundir import RunDir
 
@@ -23,7 +21,7 @@ def finish_run(run_dir: str | Path) -> str:
     if cfg.output.synthesize > 0:
         grid = synthesize_examples(rd, cfg.output.synthesize, cfg.output.sampler, cfg.output.sampler_steps,
                                    cfg.seed)
-        lines.append(f"synthetic ECGs: {grid} (+ {grid.parent / 'synthetic.npz'})")
+        lines.append(f"synthetic ECGs: {grid} (+ WFDB records, synthetic.npz, png/ in {grid.parent})")
     curves = plot_curves(rd)
     lines.append(f"training curves: {curves}")
     table, budget_png = write_budget(rd)
@@ -36,37 +34,21 @@ def finish_run(run_dir: str | Path) -> str:
 
 
 def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int) -> Path:
-    """Sample ``n`` ECGs from the last checkpoint, conditioned like ``n`` training records of the run."""
-    import torch
-
-    from ptbxl.dataset import load_arrays
+    """Sample ``n`` ECGs from the last checkpoint, conditioned like ``n`` training-fold records of the run's
+    dataset, into RUN_DIR/synthetic (PTB-XL layout + npz + PNGs; see evaluation.synthesize). Returns the grid."""
+    from evaluation.synthesize import SamplerSettings, conditions_like_dataset, generate, write_synthetic_dataset
     from ptbxl.partition import Manifest
-    from sssd.checkpoint import build_model, load_checkpoint
-    from sssd.diffusion import Schedule
-    from sssd.sampling import sample
 
-    ckpt = load_checkpoint(rd.checkpoints / "latest.pt")
-    model, mcfg = build_model(ckpt, "cpu")
     manifest = Manifest.load(rd.manifest_path)
-    ids = [i for c in manifest.clients for i in c.train]
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(ids, size=min(n, len(ids)), replace=False).tolist())
-    cond = load_arrays(manifest.dataset, chosen, cache_dir=rd.path / ".cache")
-    gen = torch.Generator().manual_seed(seed)
-    x = sample(model, Schedule.from_config(mcfg), torch.as_tensor(np.asarray(cond.labels)),
-               torch.as_tensor(np.asarray(cond.demo)), torch.as_tensor(np.asarray(cond.demo_mask)),
-               sampler=sampler, steps=steps, generator=gen).cpu().numpy()
-    out = rd.path / "synthetic"
-    out.mkdir(exist_ok=True)
-    np.savez_compressed(out / "synthetic.npz", signals=x, labels=np.asarray(cond.labels),
-                        demo=np.asarray(cond.demo), demo_mask=np.asarray(cond.demo_mask),
-                        conditioned_like=np.asarray(chosen), label_codes=np.asarray(ckpt["label_codes"]))
-    from evaluation.plots import plot_ecg_grid
-    from ptbxl.labels import LabelVocab
-
-    vocab = LabelVocab.from_list(ckpt["label_codes"])
-    titles = [", ".join(vocab.decode(np.asarray(lab))[:3]) or "no label" for lab in cond.labels]
-    return plot_ecg_grid(x, out / "synthetic_grid.png", titles=titles)
+    checkpoint = rd.checkpoints / "latest.pt"
+    conditions = conditions_like_dataset(manifest.dataset, n, seed=seed, folds=tuple(range(1, 9)))
+    settings = SamplerSettings(sampler=sampler, steps=steps, seed=seed)
+    signals, info = generate(checkpoint, conditions, settings)
+    out = write_synthetic_dataset(rd.path / "synthetic", signals, conditions, info["label_codes"],
+                                  provenance={"checkpoint": str(checkpoint), "round": info["round"],
+                                              "sampler": sampler, "steps": steps, "seed": seed},
+                                  overwrite=True)
+    return out / "grid.png"
 
 
 def plot_curves(rd: RunDir) -> Path:

@@ -206,3 +206,21 @@ def test_client_level_dp_is_accounted_apart_from_record_level(tmp_path, demo_ptb
     from privacy.ledger import load_ledger
 
     assert load_ledger(rd.path).client_level is not None  # the privacy module reads it
+
+
+@pytest.mark.slow
+def test_finished_run_leaves_ecgs_curves_and_budget_table(tmp_path, demo_ptbxl):
+    from simulations.finish import finish_run
+
+    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=1,
+                     output={"synthesize": 3, "sampler": "ddim", "sampler_steps": 3})
+    _run(rd, n)
+
+    report = finish_run(rd.path)
+
+    assert (rd.path / "synthetic" / "grid.png").stat().st_size > 10_000
+    assert len(list((rd.path / "synthetic" / "records100").rglob("*.hea"))) == 3
+    assert (rd.path / "training_curves.png").exists() and (rd.path / "epsilon_over_rounds.png").exists()
+    budget = json.loads((rd.path / "privacy_budget.json").read_text())
+    assert set(budget["sites"]) == set(rd.metrics()[0]["sites"])
+    assert "released model" in report and (rd.path / "summary.txt").read_text().strip() == report
