@@ -1,1 +1,6 @@
-"""privacy"""
+"""Privacy accounting and audits of a federated run (see docs/privacy.md).
+
+ledger → accounting (ε per site, release, planning) · distances → audit (DCR, NNDR, near-copies) ·
+mia (denoising-error membership inference) · canary (one-run empirical DP audit) ·
+inputs/pipeline/report/plots (`fedecg audit`: audit.json + self-contained report.html).
+"""

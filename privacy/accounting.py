@@ -219,11 +219,7 @@ def run_budget(
     sites = {k: site_budget(v, accountants, primary) for k, v in sorted(ledger.sites.items(), key=_site_key)}
     rel_eps = max((b.epsilon for b in sites.values()), default=0.0)
     rel_delta = max((b.delta for b in sites.values()), default=0.0)
-    cl = (
-        None
-        if ledger.client_level is None
-        else site_budget(ledger.client_level, accountants, primary, level="client")
-    )
+    cl = None if ledger.client_level is None else site_budget(ledger.client_level, accountants, primary, level="client")
     return RunBudget(sites=sites, release_epsilon=rel_eps, release_delta=rel_delta, client_level=cl)
 
 
@@ -234,10 +230,7 @@ def _site_key(item: tuple[str, object]) -> tuple[int, str]:
 
 def epsilon_over_rounds(entry: SiteLedger, accountant: str = "rdp") -> list[tuple[int, float]]:
     """Cumulative ε(δ) of one site after each round it took part in: ``[(round, ε), ...]``."""
-    return [
-        (r, compute_epsilon(entry.mechanism_history(up_to_round=r), entry.delta, accountant))
-        for r in entry.rounds
-    ]
+    return [(r, compute_epsilon(entry.mechanism_history(up_to_round=r), entry.delta, accountant)) for r in entry.rounds]
 
 
 def plan_noise_multiplier(

@@ -127,9 +127,7 @@ def nearest_neighbours(
     return Neighbours(distance=out_d, index=out_i)
 
 
-def shift_tolerant_distance(
-    x: np.ndarray, y: np.ndarray, scales: np.ndarray, max_lag: int = 10
-) -> np.ndarray:
+def shift_tolerant_distance(x: np.ndarray, y: np.ndarray, scales: np.ndarray, max_lag: int = 10) -> np.ndarray:
     """Pairwise (row i of x vs row i of y) shift-tolerant distance, shape (P,).
 
     d_W(x, y) = min_{|τ| ≤ W} sqrt( Σ_l Σ_{t ∈ overlap(τ)} (z_{l,t} − z'_{l,t+τ})² / (L·|overlap(τ)|) ),

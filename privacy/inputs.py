@@ -44,9 +44,7 @@ def read_run(run_dir: str | Path) -> RunInputs:
     if not ckpt.is_file():
         rounds = sorted((run_dir / "checkpoints").glob("round-*.pt"))
         ckpt = rounds[-1] if rounds else None
-    return RunInputs(
-        run_dir, dataset, tuple(manifest.ecg_ids("train")), tuple(manifest.ecg_ids("test")), site_of, ckpt
-    )
+    return RunInputs(run_dir, dataset, tuple(manifest.ecg_ids("train")), tuple(manifest.ecg_ids("test")), site_of, ckpt)
 
 
 def load_records(root: str | Path, ecg_ids=None, cache_dir: str | Path | None = None):
@@ -61,9 +59,7 @@ def load_holdout(path: str | Path | None, run: RunInputs, cache_dir: str | Path 
     (never its training records), else every record of the folder at ``path``."""
     if path is None or Path(path).resolve() == run.dataset.resolve():
         if not run.test_ids:
-            raise FedECGError(
-                f"{run.run_dir}: the manifest has no test records to use as holdout; pass --holdout"
-            )
+            raise FedECGError(f"{run.run_dir}: the manifest has no test records to use as holdout; pass --holdout")
         return load_records(run.dataset, list(run.test_ids), cache_dir)
     arrays = load_records(path, None, cache_dir)
     overlap = set(map(int, arrays.ecg_ids)) & set(run.train_ids)
@@ -141,12 +137,9 @@ def synthesize_like(
     for b0 in range(0, n, batch_size):
         r = rows[b0 : b0 + batch_size]
         lab, dem, msk = (
-            torch.as_tensor(np.asarray(a)[r], dtype=torch.float32)
-            for a in (train.labels, train.demo, train.demo_mask)
+            torch.as_tensor(np.asarray(a)[r], dtype=torch.float32) for a in (train.labels, train.demo, train.demo_mask)
         )
-        x = sample(
-            model, schedule, lab, dem, msk, sampler="ddim", steps=steps, generator=gen, return_model_view=True
-        )
+        x = sample(model, schedule, lab, dem, msk, sampler="ddim", steps=steps, generator=gen, return_model_view=True)
         out.append(x.float().cpu().numpy())
         log.info("synthesized %d/%d", min(b0 + batch_size, n), n)
     return np.concatenate(out).astype(np.float32), rows

@@ -171,9 +171,7 @@ def ledger_from_dict(obj: Any, source: str = "privacy ledger") -> PrivacyLedger:
     cl = obj.get("client_level")
     client = None if cl is None else _site_from_dict("client_level", cl, f"{source}: client_level")
     policy = obj.get("delta_policy")
-    return PrivacyLedger(
-        sites=sites, client_level=client, delta_policy=None if policy is None else str(policy)
-    )
+    return PrivacyLedger(sites=sites, client_level=client, delta_policy=None if policy is None else str(policy))
 
 
 def ledger_path(run_dir_or_file: str | Path) -> Path:

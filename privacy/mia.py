@@ -69,8 +69,7 @@ def denoising_errors(
         for b0 in range(0, len(x), cfg.batch_size):
             sl = slice(b0, b0 + cfg.batch_size)
             xb, lb, db, mb = (
-                torch.as_tensor(np.asarray(a[sl]), dtype=torch.float32).to(dev)
-                for a in (x, labels, demo, demo_mask)
+                torch.as_tensor(np.asarray(a[sl]), dtype=torch.float32).to(dev) for a in (x, labels, demo, demo_mask)
             )
             total = torch.zeros(len(xb), dtype=torch.float64)
             for t in steps:

@@ -51,9 +51,7 @@ def epsilon_section(run_dir: Path, client_ids: list[str]) -> dict | None:
     return out
 
 
-def _figures(
-    mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: dict | None
-) -> dict[str, bytes]:
+def _figures(mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: dict | None) -> dict[str, bytes]:
     from privacy.plots import ecg_pairs_png, histograms_png, roc_png
     from ptbxl.constants import MODEL_LEADS
 
@@ -117,9 +115,7 @@ def run_audit(
         syn = load_synthetic(synthetic)
         source = str(synthetic)
     elif model is not None:
-        syn, _ = synthesize_like(
-            model, schedule, train, cfg.n_synthetic, cfg.seed, cfg.sampling_steps, device=device
-        )
+        syn, _ = synthesize_like(model, schedule, train, cfg.n_synthetic, cfg.seed, cfg.sampling_steps, device=device)
         source = f"sampled from {run.checkpoint} (DDIM {cfg.sampling_steps} steps, seed {cfg.seed})"
     else:
         raise FedECGError(f"{run.run_dir}: no checkpoint to synthesize from; pass --synthetic")

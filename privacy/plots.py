@@ -45,9 +45,7 @@ def epsilon_rounds_png(
     return _png(plt, fig)
 
 
-def histograms_png(
-    series: Mapping[str, np.ndarray], xlabel: str, title: str, vline: float | None = None
-) -> bytes:
+def histograms_png(series: Mapping[str, np.ndarray], xlabel: str, title: str, vline: float | None = None) -> bytes:
     """Overlaid density histograms of several 1-D samples (e.g. DCR to train vs to holdout)."""
     plt, fig = _figure()
     ax = fig.add_subplot(111)
@@ -94,8 +92,8 @@ def ecg_pairs_png(
         for j, lead in enumerate(leads):
             ax = fig.add_subplot(n, len(leads), i * len(leads) + j + 1)
             t = np.arange(syn.shape[-1]) / fs
-            ax.plot(t, real[lead], lw=0.8, color="tab:blue", label="nearest train")
             ax.plot(t, syn[lead], lw=0.8, color="tab:red", alpha=0.7, label="synthetic")
+            ax.plot(t, real[lead], lw=0.8, color="tab:blue", alpha=0.9, label="nearest train")
             ax.set_title(f"{caption} · {lead_names[lead]}", fontsize=7)
             ax.tick_params(labelsize=6)
             if i == 0 and j == 0:

@@ -62,11 +62,7 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
     if mia:
         auc, tpr1 = mia["auc"], mia["tpr_at_fpr"]["0.01"]
         level = (
-            "FAIL"
-            if auc > th.mia_auc_fail
-            else "WARN"
-            if auc > th.mia_auc_warn or tpr1 > th.mia_tpr1_warn
-            else "PASS"
+            "FAIL" if auc > th.mia_auc_fail else "WARN" if auc > th.mia_auc_warn or tpr1 > th.mia_tpr1_warn else "PASS"
         )
         checks.append(
             _check(
@@ -87,22 +83,18 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
                 _check(
                     "WARN",
                     "formal guarantee",
-                    f"No differential-privacy guarantee: sites {', '.join(nonpriv) or '?'} trained "
-                    "without DP-SGD.",
+                    f"No differential-privacy guarantee: sites {', '.join(nonpriv) or '?'} trained without DP-SGD.",
                 )
             )
         else:
-            loose = [
-                k for k, s in eps["sites"].items() if s.get("n_records") and s["delta"] >= 1 / s["n_records"]
-            ]
+            loose = [k for k, s in eps["sites"].items() if s.get("n_records") and s["delta"] >= 1 / s["n_records"]]
             note = f" (sites {', '.join(loose)}: δ ≥ 1/n allows releasing a whole record)." if loose else "."
             checks.append(
                 _check(
                     "WARN" if rel > th.epsilon_warn or loose else "PASS",
                     "formal guarantee",
                     f"Record-level DP: ε = {rel:.2f} at δ = {eps['release']['delta']:.1e} for the released "
-                    f"model (worst site); WARN above ε = {th.epsilon_warn:g} or when δ ≥ 1/n at a site"
-                    + note,
+                    f"model (worst site); WARN above ε = {th.epsilon_warn:g} or when δ ≥ 1/n at a site" + note,
                 )
             )
     can = audit.get("canary")
@@ -115,11 +107,7 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
                 f"Canary audit lower bound ε ≥ {can['epsilon_lower_bound']:.2f} "
                 f"({100 * (1 - can['beta']):.0f}% confidence) vs accounted ε = "
                 f"{can.get('accounted_epsilon')}; "
-                + (
-                    "consistent."
-                    if ok
-                    else "the lower bound EXCEEDS the accounted ε: the accounting is wrong."
-                ),
+                + ("consistent." if ok else "the lower bound EXCEEDS the accounted ε: the accounting is wrong."),
             )
         )
     order = {"PASS": 0, "WARN": 1, "FAIL": 2}
@@ -178,12 +166,10 @@ def render_html(audit: dict, figures: dict[str, bytes]) -> str:
         f"<p>Run: <code>{html.escape(str(audit.get('run_dir')))}</code> · {audit['n_synthetic']} synthetic, "
         f"{audit['n_train']} training, {audit['n_holdout']} holdout ECGs · distance: {audit['distance']}"
         f" · created {html.escape(audit.get('created', ''))}</p>",
-        f"<h2>Verdict: <span class='{v['overall']}'>{v['overall']}</span></h2><p>{html.escape(v['summary'])}"
-        "</p><ul>",
+        f"<h2>Verdict: <span class='{v['overall']}'>{v['overall']}</span></h2><p>{html.escape(v['summary'])}</p><ul>",
     ]
     parts += [
-        f"<li><b class='{c['level']}'>{c['level']}</b> {html.escape(c['check'])}: {html.escape(c['text'])}"
-        "</li>"
+        f"<li><b class='{c['level']}'>{c['level']}</b> {html.escape(c['check'])}: {html.escape(c['text'])}</li>"
         for c in v["checks"]
     ]
     parts.append("</ul>")
