@@ -104,6 +104,41 @@ def _print_fidelity(report: dict) -> None:
     Console().print(table)
 
 
+@evaluate_app.command("personalisation")
+def personalisation(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) or run directory."),
+    real: Path | None = typer.Option(None, "--real", help="Real PTB-XL folder whose effects give the direction."),
+    n: int = typer.Option(16, "--n", help="ECG pairs per factor (same noise, low vs high value)."),
+    labels: str = typer.Option("NORM", "--labels", help="SCP codes held fixed, comma-separated."),
+    steps: int = typer.Option(20, "--steps", help="DDIM steps."),
+    max_real: int = typer.Option(500, "--max-real", help="Real ECGs delineated for the reference effects."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path | None = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Counterfactual personalisation: vary one demographic with fixed noise; effects vs the real direction."""
+    from evaluation.counterfactual import counterfactual_effects
+    from evaluation.report import _finite_or_none
+    from fedecg.cli.synthesize import resolve_checkpoint
+    from fedecg.device import choose_device
+    from fedecg.io import atomic_write_json
+
+    logging.getLogger().setLevel(logging.WARNING)
+    real_effects = None
+    if real is not None:
+        from evaluation.ecgset import demographics, load_ecg_set
+        from evaluation.intervals import ecg_measures
+        from evaluation.personalisation import effect_sizes
+
+        ecgs = load_ecg_set(real, max_records=max_real, seed=seed)
+        real_effects = effect_sizes(demographics(ecgs), ecg_measures(ecgs.signals))
+    result = _finite_or_none(counterfactual_effects(resolve_checkpoint(checkpoint), n, labels.split(","), steps,
+                                                    seed, real_effects, choose_device(device)))
+    if out is not None:
+        atomic_write_json(out, result)
+    typer.echo(json.dumps(result, indent=2))
+
+
 @evaluate_app.command("utility")
 def utility(
     real: Path = typer.Option(
@@ -127,7 +162,6 @@ def utility(
 ) -> None:
     """Downstream utility: real only, synthetic only (TSTR), real subsets + synthetic; AUROC on fold 10."""
     from evaluation.utility import UtilityConfig, run_utility
-
     from fedecg.device import choose_device
     from fedecg.errors import FedECGError
 
@@ -171,7 +205,6 @@ def ablation(
 ) -> None:
     """Plain SSSD-ECG vs SSSD-MIDT without demographics vs full SSSD-MIDT, same federation/seeds/budget."""
     from evaluation.ablation import ablation_preset, run_ablation
-
     from fedecg.device import choose_device
 
     _quiet_for_json(as_json)
