@@ -56,16 +56,29 @@ def load_records(root: str | Path, ecg_ids=None, cache_dir: str | Path | None = 
 
 def load_holdout(path: str | Path | None, run: RunInputs, cache_dir: str | Path | None = None):
     """Holdout records: the manifest's test fold when ``path`` is None or is the run's own dataset folder
-    (never its training records), else every record of the folder at ``path``."""
+    (never its training records), else every record of the folder at ``path`` except records that are the
+    run's training records (same ecg_id and same file name as in the run's dataset; logged)."""
+    from ptbxl.layout import read_database
+
     if path is None or Path(path).resolve() == run.dataset.resolve():
         if not run.test_ids:
             raise FedECGError(f"{run.run_dir}: the manifest has no test records to use as holdout; pass --holdout")
         return load_records(run.dataset, list(run.test_ids), cache_dir)
-    arrays = load_records(path, None, cache_dir)
-    overlap = set(map(int, arrays.ecg_ids)) & set(run.train_ids)
-    if overlap and Path(path).resolve() == run.dataset.resolve():
-        raise FedECGError(f"holdout {path} contains {len(overlap)} training records")
-    return arrays
+    meta = read_database(path)
+    train = set(run.train_ids)
+    suspects = [int(i) for i in meta.index if int(i) in train]
+    if suspects:
+        run_meta = read_database(run.dataset)
+        same = {
+            i for i in suspects if i in run_meta.index and run_meta.at[i, "filename_lr"] == meta.at[i, "filename_lr"]
+        }
+        if same:
+            log.warning("holdout %s: dropping %d records that are training records of the run", path, len(same))
+        keep = [int(i) for i in meta.index if int(i) not in same]
+        if not keep:
+            raise FedECGError(f"holdout {path}: every record is a training record of the run")
+        return load_records(path, keep, cache_dir)
+    return load_records(path, None, cache_dir)
 
 
 def load_synthetic(path: str | Path) -> np.ndarray:

@@ -41,15 +41,11 @@ def run_dir(demo_ptbxl, tmp_path_factory):
             "delta": 1e-3,
             "max_grad_norm": 1.0,
             "accountant": "rdp",
-            "history": [
-                {"round": 1, "noise_multiplier": 1.0, "sample_rate": 0.25, "steps": 4, "epsilon": None}
-            ],
+            "history": [{"round": 1, "noise_multiplier": 1.0, "sample_rate": 0.25, "steps": 4, "epsilon": None}],
         }
         for c in manifest.clients[:-1]
     }  # the last client trained without DP
-    (rd / "privacy_ledger.json").write_text(
-        json.dumps({"delta_policy": None, "sites": sites, "client_level": None})
-    )
+    (rd / "privacy_ledger.json").write_text(json.dumps({"delta_policy": None, "sites": sites, "client_level": None}))
     return rd, manifest
 
 
@@ -96,3 +92,21 @@ def test_audit_samples_from_checkpoint_when_no_synthetic_given(run_dir, tmp_path
     assert audit["near_copy_share"] == 0.0  # an untrained model copies nothing
     assert "sampled from" in audit["synthetic_source"]
     assert (tmp_path / "a" / "report.html").is_file()
+
+
+def test_holdout_folder_never_contributes_training_records(run_dir):
+    from privacy.inputs import load_holdout, read_run
+
+    rd, manifest = run_dir
+    run = read_run(rd)
+    default = load_holdout(None, run)
+    assert set(map(int, default.ecg_ids)) == set(manifest.ecg_ids("test"))
+    # a copy of the same (demo) dataset elsewhere: its training records are filtered out, the rest kept
+    import shutil
+
+    copy = rd / "copy"
+    if not copy.exists():
+        shutil.copytree(manifest.dataset, copy)
+    other = set(map(int, load_holdout(copy, run).ecg_ids))
+    assert not other & set(manifest.ecg_ids("train"))
+    assert set(manifest.ecg_ids("test")) <= other
