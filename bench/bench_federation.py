@@ -131,10 +131,10 @@ def main() -> None:
     t.add_row("weights on the wire (MB / message)", f"{wire_mb:.3f}")
     t.add_row("ArrayRecord + (de)serialise (ms / message)", f"{ser_ms:.1f}")
     for r in rounds:
-        t.add_row(f"[{r['engine']}] round wall time (s)", f"{r['round_s']:.2f}")
-        t.add_row(f"[{r['engine']}] train phase (s)", f"{r['train_phase_s']:.2f}")
-        t.add_row(f"[{r['engine']}] sum of site compute (s)", f"{r['site_compute_sum_s']:.2f}")
-        t.add_row(f"[{r['engine']}] whole run incl. start-up (s)", f"{r['total_s']:.1f}")
+        t.add_row(f"({r['engine']}) round wall time (s)", f"{r['round_s']:.2f}")
+        t.add_row(f"({r['engine']}) train phase (s)", f"{r['train_phase_s']:.2f}")
+        t.add_row(f"({r['engine']}) sum of site compute (s)", f"{r['site_compute_sum_s']:.2f}")
+        t.add_row(f"({r['engine']}) whole run incl. start-up (s)", f"{r['total_s']:.1f}")
     if len(rounds) == 2:
         t.add_row("Flower/Ray overhead per round (s) = ray − inprocess round",
                   f"{rounds[1]['round_s'] - rounds[0]['round_s']:.2f}")
