@@ -235,7 +235,7 @@ class LocalDeployment:
             "--superlink", self.superlink_address,
             "--root-certificates", str(root_certificates or bundle.ca_cert),
             "--auth-supernode-private-key", str(private_key or bundle.private_key),
-            "--node-config", f"data-dir='{data_dir}'",
+            "--node-config", f"data-dir='{data_dir}' site-name='{site}'",
             "--port", str(free_port()),
         ]
         if max_retries is not None:
@@ -274,6 +274,30 @@ class LocalDeployment:
             time.sleep(0.2)
         raise FedECGError(f"{name}: {needle!r} did not appear {count}x within {timeout:.0f} s "
                           f"(log: {self.procs[name].log_path})")
+
+    def node_status(self, site: str) -> str:
+        """The SuperLink's view of ``site``'s node (``registered``/``online``/``offline``), via ``flwr supernode list``."""
+        out = self._json_out(self.flwr("supernode", "list", CONNECTION_NAME, "--format", "json"))
+        for node in out.get("nodes", []):
+            if int(node["node-id"]) == self.node_ids.get(site):
+                return str(node["status"])
+        raise FedECGError(f"the SuperLink lists no node for site {site} (registered: {self.node_ids})")
+
+    def restart_after_crash(self, site: str, timeout: float = 180.0, margin: float = 10.0) -> None:
+        """Restart a crashed SuperNode the safe way: wait until the SuperLink marks the node offline (2 missed
+        30 s heartbeats), then ``margin`` more seconds so the ServerApp's reply poll (every 3 s) sees it offline
+        and gets a "Node Unavailable" error for the message the crashed process took, then start it again.
+
+        Restarting sooner is refused by the SuperLink; restarting within a second or two of the offline mark is
+        accepted but the in-flight message is then never answered nor failed (Flower 1.41), so the round waits
+        for the scenario's ``strategy.round_timeout_s``."""
+        deadline = time.monotonic() + timeout
+        while self.node_status(site) == "online":
+            if time.monotonic() > deadline:
+                raise FedECGError(f"site {site}: the SuperLink still lists the node online after {timeout:.0f} s")
+            time.sleep(2)
+        time.sleep(margin)
+        self.start_supernode(site, rejoin_timeout=max(0.0, deadline - time.monotonic()))
 
     def stop_supernode(self, site: str) -> None:
         self.procs.stop(f"supernode-{site}")

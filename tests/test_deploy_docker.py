@@ -56,7 +56,7 @@ def test_supernode_commands_are_accepted_by_flower(compose, site):
     service = compose["services"][site]
     args = _parse_args_run_supernode().parse_args(service["command"][1:])
     assert not args.insecure and args.root_certificates and args.auth_supernode_private_key
-    assert parse_config_args([args.node_config]) == {"data-dir": "/data", "state-dir": "/state"}
+    assert parse_config_args([args.node_config]) == {"data-dir": "/data", "state-dir": "/state", "site-name": site}
     mounts = _mounts(service)
     assert mounts["/bundle"] == f"./consortium/sites/{site}" and mounts["/data"] == f"./data/{site}"
 

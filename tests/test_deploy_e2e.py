@@ -36,7 +36,7 @@ model: {{preset: tiny}}
 train: {{local_steps: 2, batch_size: 8, lr: 0.001, threads: 1}}
 dp: {{enabled: true, noise_multiplier: 1.0, max_grad_norm: 1.0}}
 strategy: {{name: fedavg, min_train_nodes: {min_nodes}, min_available_nodes: {min_nodes}, min_replies: {min_nodes},
-           round_timeout_s: 900}}
+           round_timeout_s: 600}}
 output: {{synthesize: 0}}
 """)
     return path
@@ -89,7 +89,7 @@ def test_killed_site_round_completes_and_site_rejoins_with_its_ledger(ptbxl_dir,
         # round 1 (train + evaluate) finishes; the victim is killed as it starts training in round 2
         dep.wait_for_log(name, "Receiving: train message", after=mark, count=2, timeout=900)
         dep.kill_supernode(victim)
-        dep.start_supernode(victim, rejoin_timeout=200)
+        dep.restart_after_crash(victim)
         result = dep.wait_for_run(run_id, timeout=2400)
         started = dep.procs.alive_pids()
     assert result.ok, (result.status, result.log_path.read_text()[-2000:])

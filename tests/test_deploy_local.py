@@ -75,12 +75,12 @@ def test_supernode_killed_mid_round_round_completes_and_site_rejoins(cons, site_
     with LocalDeployment(cons, tmp_path / "work", site_data) as dep:
         dep.start()
         mark = dep.log_offset("supernode-site-c")
-        run_id = dep.submit_run(app, {"rounds": 5, "min-nodes": 2, "sleep": 3.0, "round-timeout": 120.0,
+        run_id = dep.submit_run(app, {"rounds": 5, "min-nodes": 2, "sleep": 3.0, "round-timeout": 150.0,
                                       "out": str(out)})
         dep.wait_for_log("supernode-site-c", "Start `flwr-clientapp` process", after=mark, timeout=120)
         dep.kill_supernode("site-c")  # mid-round: its ClientApp is sleeping inside round 1
         # a crashed node's key is accepted again once the SuperLink marks it offline (~60 s in Flower 1.41)
-        dep.start_supernode("site-c", rejoin_timeout=150)
+        dep.restart_after_crash("site-c")
         result = dep.wait_for_run(run_id, timeout=400)
         started = dep.procs.alive_pids()
     rows = _rows(out)

@@ -68,7 +68,7 @@ def test_scripts_are_valid_bash_and_name_the_right_flags(cons):
     for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile", "--enable-supernode-auth", "9443"):
         assert flag in superlink
     supernode = cons.sites["site-a"].start_script.read_text()
-    for flag in ("--root-certificates", "--auth-supernode-private-key", "--node-config", "data-dir="):
+    for flag in ("--root-certificates", "--auth-supernode-private-key", "--node-config", "data-dir=", "site-name="):
         assert flag in supernode
 
 

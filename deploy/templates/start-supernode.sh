@@ -22,5 +22,5 @@ exec flower-supernode \
   --superlink "$$SUPERLINK" \
   --root-certificates "$$HERE/ca.crt" \
   --auth-supernode-private-key "$$HERE/supernode.key" \
-  --node-config "data-dir='$$DATA_DIR'" \
+  --node-config "data-dir='$$DATA_DIR' site-name='$$SITE'" \
   --port "$${SUPERNODE_RUNTIME_PORT:-9094}"
