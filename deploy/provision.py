@@ -13,7 +13,8 @@ Layout written by :func:`provision_consortium` (``OUT``)::
         ca.crt                             to verify the SuperLink (--root-certificates)
         supernode.key supernode.pub        this site's authentication key pair (private key 0600, only here)
         site.env                           SITE, SUPERLINK address, DATA_DIR placeholder
-        start-supernode.sh README.md
+        start-supernode.sh README.md       the start command and the steps
+        fedecg-supernode.service           a systemd unit (restart after a crash, 90 s later)
 
 A private key is written once, into its own folder, and never copied: the CA key only under ``coordinator/ca``,
 the SuperLink key only under ``coordinator/superlink``, a site's key only under ``sites/<site>``.
@@ -191,6 +192,7 @@ def provision_consortium(out: Path, spec: ConsortiumSpec, overwrite: bool = Fals
         _write_public(paths.root / "site.env", render_template(
             "site.env", site=site, superlink=spec.superlink_address))
         _write_public(paths.start_script, render_template("start-supernode.sh", site=site), executable=True)
+        _write_public(paths.root / "fedecg-supernode.service", render_template("fedecg-supernode.service", site=site))
         _write_public(paths.root / "README.md", render_template(
             "site-README.md", site=site, superlink=spec.superlink_address, fingerprint=fingerprints[site],
             consortium=spec.name))

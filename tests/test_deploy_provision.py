@@ -44,7 +44,8 @@ def test_site_bundle_is_self_contained_and_key_registered_copy_matches(cons):
     for site in SITES:
         bundle = cons.sites[site]
         assert sorted(p.name for p in bundle.root.iterdir()) == sorted(
-            ["README.md", "ca.crt", "site.env", "start-supernode.sh", "supernode.key", "supernode.pub"])
+            ["README.md", "ca.crt", "fedecg-supernode.service", "site.env", "start-supernode.sh", "supernode.key",
+             "supernode.pub"])
         assert bundle.public_key.read_bytes() == cons.site_public_key(site).read_bytes()
         assert bundle.ca_cert.read_bytes() == cons.ca_cert.read_bytes()
         env = (bundle.root / "site.env").read_text()
