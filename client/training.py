@@ -128,8 +128,8 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
                 optimizer.step()
             sums["loss"] += float(loss.detach())
-            sums["eps"] += float(parts.get("eps", parts.get("eps_loss", 0.0)))
-            sums["mel"] += float(parts.get("mel", parts.get("mel_loss", 0.0)))
+            sums["eps"] += parts["eps_mse"]
+            sums["mel"] += parts.get("mel", 0.0)  # absent when model.mel_lambda = 0
             counted += 1
     seconds = time.perf_counter() - t0
     denom = max(counted, 1)
@@ -164,8 +164,8 @@ def validate_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioCon
         loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg, generator=gen)
         k = x.shape[0]
         sums["loss"] += float(loss) * k
-        sums["eps"] += float(parts.get("eps", parts.get("eps_loss", 0.0))) * k
-        sums["mel"] += float(parts.get("mel", parts.get("mel_loss", 0.0))) * k
+        sums["eps"] += parts["eps_mse"] * k
+        sums["mel"] += parts.get("mel", 0.0) * k
         total += k
     total = max(total, 1)
     return {"val-loss": sums["loss"] / total, "val-eps-loss": sums["eps"] / total,

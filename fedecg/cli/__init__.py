@@ -46,6 +46,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", module="wfdb")
+    warnings.filterwarnings("ignore", message="The inplace keyword")
     try:
         app()
     except FedECGError as exc:
