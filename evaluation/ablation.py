@@ -163,7 +163,8 @@ def evaluate_variant(v: Variant, run_dir: Path, dataset: Path, real_ref, real_tr
     ccfg = replace(preset.classifier, epochs=preset.classifier_epochs, seed=seed)
     fcfg = FidelityConfig(n_boot=preset.n_boot, max_delineate=preset.max_delineate, classifier=ccfg,
                           seed=seed, keep_bootstrap=True)
-    fid = fidelity_report(real_ref, syn, fcfg, cache_dir=cache_dir, device=device, source=str(dataset))
+    fid = fidelity_report(real_ref, syn, fcfg, cache_dir=cache_dir, device=device, source=str(dataset),
+                          classifier_train=real_train)
     ucfg = UtilityConfig(fractions=preset.fractions, epochs=preset.classifier_epochs, n_boot=preset.n_boot,
                          seed=seed, classifier=preset.classifier)
     util = utility_experiment(real_train, real_test, syn, ucfg, device, keep_samples=True)

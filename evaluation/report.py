@@ -44,8 +44,12 @@ def fidelity_report(
     cache_dir: str | Path | None = None,
     device=None,
     source: str = "",
+    classifier_train: ECGSet | None = None,
 ) -> dict:
-    """Compute every fidelity metric; headline keys ``inter_lead_correlation_error``, ``snr_db``, ``fid``."""
+    """Compute every fidelity metric; headline keys ``inter_lead_correlation_error``, ``snr_db``, ``fid``.
+
+    The FID classifier is trained on ``classifier_train`` (e.g. the real training folds) when given, else on
+    ``real`` itself."""
     statements = real.statements if real.statements is not None else synthetic.statements
     r_keys = condition_keys(real, cfg.group_by, statements)
     s_keys = condition_keys(synthetic, cfg.group_by, statements)
@@ -75,7 +79,7 @@ def fidelity_report(
     )
 
     fid_value, fid_info = fid_score(
-        real, synthetic, cfg.classifier, classifier_path, cache_dir, device, source
+        real, synthetic, cfg.classifier, classifier_path, cache_dir, device, source, classifier_train
     )
     report = {
         "inter_lead_correlation_error": ilc["value"],
@@ -105,25 +109,29 @@ def fid_score(
     cache_dir=None,
     device=None,
     source: str = "",
+    classifier_train: ECGSet | None = None,
 ) -> tuple[float, dict]:
-    """FID between the real and synthetic sets in the embedding space of a classifier trained on real data."""
+    """FID between the real and synthetic sets in the embedding space of a classifier trained on real data
+    (``classifier_train``, default ``real``)."""
     from evaluation.classifier import embed, load_classifier, save_classifier, train_classifier
 
     if classifier_path is not None:
         model, _ = load_classifier(classifier_path, device)
         info = {"source": str(classifier_path), "trained": False}
     else:
-        key = _cache_key(real, ccfg, source)
+        train_set = classifier_train if classifier_train is not None else real
+        key = _cache_key(train_set, ccfg, source)
         cached = Path(cache_dir) / f"fid-classifier-{key}.pt" if cache_dir else None
         if cached is not None and cached.is_file():
             model, _ = load_classifier(cached, device)
             info = {"source": str(cached), "trained": False}
         else:
-            y = superclass_targets(real)
-            model = train_classifier(to_model_view(real.signals), y, ccfg, device)
+            y = superclass_targets(train_set)
+            model = train_classifier(to_model_view(train_set.signals), y, ccfg, device)
             if cached is not None:
                 save_classifier(cached, model, ccfg, list(SUPERCLASSES))
             info = {"source": str(cached) if cached else "in-memory", "trained": True}
+        info["n_train"] = len(train_set)
     e_real = embed(model, to_model_view(real.signals), device)
     e_syn = embed(model, to_model_view(synthetic.signals), device)
     return fidelity.frechet_distance(e_real, e_syn), info

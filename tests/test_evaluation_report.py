@@ -59,6 +59,14 @@ def test_report_has_every_metric_finite_and_caches_the_classifier(real, tmp_path
     json.dumps(first, allow_nan=False)  # strict JSON
 
 
+def test_fid_classifier_can_be_trained_on_a_separate_real_set(real):
+    cfg = FidelityConfig(classifier=_TINY, n_boot=0, max_delineate=2)
+
+    rep = fidelity_report(real, _set(2), cfg, classifier_train=_set(4, n=10))
+
+    assert rep["fid_classifier"]["n_train"] == 10 and rep["fid"] is not None
+
+
 def test_shuffled_leads_raise_ilc_error(real):
     cfg = FidelityConfig(classifier=_TINY, n_boot=0, max_delineate=2)
     shuffled = ECGSet(real.signals[:, np.random.default_rng(0).permutation(12)], real.meta)

@@ -63,9 +63,16 @@ def fidelity(
     _quiet_for_json(as_json)
     real_set = load_ecg_set(real, max_records=max_real, folds=_folds(real_folds), seed=seed)
     syn_set = load_ecg_set(synthetic, seed=seed)
+    clf_train = None
+    if classifier is None and real.is_dir() and real_folds:
+        # FID embedding network: trained on the folder's training folds, held out from the evaluated folds
+        train_folds = tuple(f for f in range(1, 9) if f not in (_folds(real_folds) or ()))
+        if train_folds:
+            clf_train = load_ecg_set(real, max_records=max_real, folds=train_folds, seed=seed)
     cfg = FidelityConfig(group_by=group_by, max_delineate=max_delineate, seed=seed)
     report = fidelity_report(
-        real_set, syn_set, cfg, classifier, cache_dir, choose_device(device), source=str(real.resolve())
+        real_set, syn_set, cfg, classifier, cache_dir, choose_device(device), source=str(real.resolve()),
+        classifier_train=clf_train,
     )
     report["real"], report["synthetic"] = str(real), str(synthetic)
     if out is not None:
