@@ -22,6 +22,7 @@ class VerdictThresholds:
     mia_auc_fail: float = 0.75
     mia_tpr1_warn: float = 0.05  # TPR at 1% FPR above this → WARN
     epsilon_warn: float = 10.0  # accounted record-level ε above this (or no DP) → WARN
+    realism_factor: float = 3.0  # INFO when synthetic median DCR > this × real holdout's median DCR
 
 
 def _check(level: str, name: str, text: str) -> dict:
@@ -110,7 +111,19 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
                 + ("consistent." if ok else "the lower bound EXCEEDS the accounted ε: the accounting is wrong."),
             )
         )
-    order = {"PASS": 0, "WARN": 1, "FAIL": 2}
+    base_dcr = audit["dcr"]["baseline_holdout_to_train"]["median"]
+    syn_dcr = audit["dcr"]["train"]["median"]
+    if syn_dcr > th.realism_factor * base_dcr:
+        checks.append(
+            _check(
+                "INFO",
+                "informativeness",
+                f"Synthetic ECGs are far from every real ECG (median DCR {syn_dcr:.3g} vs {base_dcr:.3g} for real "
+                f"unseen ECGs, factor > {th.realism_factor:g}): the generator is not yet realistic, so passing the "
+                "memorization checks says little; re-audit the final model.",
+            )
+        )
+    order = {"INFO": 0, "PASS": 0, "WARN": 1, "FAIL": 2}
     overall = max((c["level"] for c in checks), key=order.get, default="PASS")
     summary = {
         "PASS": "No sign of memorization at the stated thresholds; the generator may leave the consortium "
@@ -141,7 +154,7 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-.PASS{color:#17702b}.WARN{color:#a86400}.FAIL{color:#b00020}img{max-width:100%}code{background:#f3f3f3}"""
+.PASS{color:#17702b}.INFO{color:#555}.WARN{color:#a86400}.FAIL{color:#b00020}img{max-width:100%}code{background:#f3f3f3}"""
 
 
 def _dcr_text(d: dict) -> str:
