@@ -48,6 +48,26 @@ def test_bad_config_and_missing_synthetic_raise(tmp_path):
         run_utility(tmp_path, UtilityConfig(), tmp_path / "out")
 
 
+def test_utility_generates_synthetic_set_from_a_checkpoint(tmp_path):
+    from ptbxl.demo import make_demo_dataset
+    from ptbxl.labels import LabelVocab
+    from sssd.checkpoint import save_checkpoint
+    from sssd.config import model_preset
+    from sssd.model import SSSDDenoiser
+
+    data = make_demo_dataset(tmp_path / "data", n_records=60, n_sites=2, seed=0)
+    mcfg = model_preset("tiny")
+    save_checkpoint(tmp_path / "t.pt", {"model_config": mcfg.to_dict(), "state_dict": SSSDDenoiser(mcfg).state_dict(),
+                                        "label_codes": LabelVocab.default().to_list()})
+    cfg = UtilityConfig(fractions=(0.5,), epochs=1, min_steps=1, n_boot=5, n_synthetic=4, steps=1, classifier=_TINY)
+
+    result = run_utility(data, cfg, tmp_path / "out", checkpoint=tmp_path / "t.pt")
+
+    assert result["rows"][1]["setting"] == "synthetic_only" and result["rows"][1]["n_synthetic"] == 4
+    assert (tmp_path / "out" / "synthetic" / "ptbxl_database.csv").is_file()
+    assert (tmp_path / "out" / "utility.md").is_file()
+
+
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_utility_end_to_end_on_real_ptbxl(ptbxl_dir, tmp_path):
