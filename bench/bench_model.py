@@ -151,9 +151,7 @@ def run_isolated(**kwargs: Any) -> dict[str, Any]:
         if value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
-        cmd += (
-            [flag] if value is True else [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
-        )
+        cmd += [flag] if value is True else [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
     env = {**os.environ, "OMP_NUM_THREADS": str(kwargs.get("threads", 2))}
     proc = subprocess.run(
         cmd,
@@ -181,9 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-precision", choices=("fp32", "bf16"))
     p.add_argument("--sample-steps", type=int, default=0)
     p.add_argument("--overrides", type=json.loads, help="JSON dict of ModelConfig overrides")
-    p.add_argument(
-        "--json", action="store_true", help="print one JSON object (default when --all is not given)"
-    )
+    p.add_argument("--json", action="store_true", help="print one JSON object (default when --all is not given)")
     p.add_argument("--all", action="store_true", help="tiny, small, 4x256 and paper, each in its own process")
     return p
 

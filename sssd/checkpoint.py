@@ -76,7 +76,5 @@ def build_model(
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
-        raise FedECGError(
-            f"checkpoint weights do not match its model_config: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise FedECGError(f"checkpoint weights do not match its model_config: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), cfg

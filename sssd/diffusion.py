@@ -45,9 +45,7 @@ class Schedule:
         abar = torch.cumprod(alphas, dim=0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         post_var = (1.0 - abar_prev) / (1.0 - abar) * betas
-        return cls(
-            *(v.to(device=device, dtype=torch.float32) for v in (betas, alphas, abar, abar_prev, post_var))
-        )
+        return cls(*(v.to(device=device, dtype=torch.float32) for v in (betas, alphas, abar, abar_prev, post_var)))
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, device: torch.device | str = "cpu") -> Schedule:

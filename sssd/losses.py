@@ -87,9 +87,7 @@ def condition_dropout(
     b, dev = labels.shape[0], labels.device
     keep_label = (_uniform((b, 1), generator, dev) >= cfg.label_drop_prob).to(labels.dtype)
     keep_demo = (_uniform((b, 1), generator, dev) >= cfg.demo_drop_prob).to(demo_mask.dtype)
-    keep_field = (_uniform(tuple(demo_mask.shape), generator, dev) >= cfg.demo_field_drop_prob).to(
-        demo_mask.dtype
-    )
+    keep_field = (_uniform(tuple(demo_mask.shape), generator, dev) >= cfg.demo_field_drop_prob).to(demo_mask.dtype)
     return labels * keep_label, demo_mask * keep_demo * keep_field
 
 

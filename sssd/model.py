@@ -87,9 +87,7 @@ class ResidualBlock(nn.Module):
         )
         self.res_channels = c
         self.fc_t = nn.Linear(cfg.step_embed_dim_out, c)
-        self.conv_layer = nn.Linear(
-            3 * c, 2 * c
-        )  # conv k=3, padding 1, as a linear map of [h_{l-1}, h_l, h_{l+1}]
+        self.conv_layer = nn.Linear(3 * c, 2 * c)  # conv k=3, padding 1, as a linear map of [h_{l-1}, h_l, h_{l+1}]
         self.s4_1 = S4Layer(2 * c, **s4)
         self.fc_cond = nn.Linear(cfg.label_embed_dim, 2 * c)
         self.s4_2 = S4Layer(2 * c, **s4)
@@ -101,9 +99,7 @@ class ResidualBlock(nn.Module):
             if conv is not None:
                 nn.init.kaiming_normal_(conv.weight)
 
-    def forward(
-        self, h: torch.Tensor, step_emb: torch.Tensor, cond: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, h: torch.Tensor, step_emb: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = h + self.fc_t(step_emb).unsqueeze(1)
         z = self.s4_1(self.conv_layer(shift_stack(z)))
         z = z + self.fc_cond(cond).unsqueeze(1)
@@ -129,9 +125,7 @@ class SSSDDenoiser(nn.Module):
             self.fc_t1 = nn.Linear(cfg.step_embed_dim_in, cfg.step_embed_dim_mid)
             self.fc_t2 = nn.Linear(cfg.step_embed_dim_mid, cfg.step_embed_dim_out)
             self.cond_embed = ConditionEmbedding(cfg.num_labels, cfg.num_demographics, cfg.label_embed_dim)
-            self.blocks = nn.ModuleList(
-                ResidualBlock(cfg, last=i == cfg.num_blocks - 1) for i in range(cfg.num_blocks)
-            )
+            self.blocks = nn.ModuleList(ResidualBlock(cfg, last=i == cfg.num_blocks - 1) for i in range(cfg.num_blocks))
             self.final_conv = nn.Linear(cfg.skip_channels, cfg.skip_channels)
             nn.init.kaiming_normal_(self.final_conv.weight)
             self.zero_conv = nn.Linear(cfg.skip_channels, cfg.out_channels)

@@ -91,9 +91,7 @@ class S4DConv(nn.Module):
         log_dt = torch.rand(channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         c = torch.randn(k, channels, n, dtype=torch.cfloat) * torch.from_numpy(b).to(torch.cfloat)
         self.log_dt = nn.Parameter(log_dt)
-        self.log_A_real = nn.Parameter(
-            torch.log(-torch.tensor(a_re, dtype=torch.float32)).repeat(channels, 1)
-        )
+        self.log_A_real = nn.Parameter(torch.log(-torch.tensor(a_re, dtype=torch.float32)).repeat(channels, 1))
         self.A_imag = nn.Parameter(torch.tensor(a_im, dtype=torch.float32).repeat(channels, 1))
         self.C = nn.Parameter(torch.view_as_real(c).contiguous())  # real view: (k, H, n, 2)
         self.D = nn.Parameter(torch.randn(channels))
@@ -131,16 +129,19 @@ class S4DConv(nn.Module):
         return torch.fft.rfft(self.full_kernel(length), n=2 * length)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u (B, L, H) channels-last -> (B, L, H) float32 (the FFTs always run in float32)."""
+        """u (B, L, H) channels-last -> (B, L, H). The FFTs always run in float32; under autocast the output
+        is cast to the autocast dtype in the same copy that makes it contiguous."""
         length = u.shape[1]
-        with torch.autocast(device_type=u.device.type, enabled=False):
+        dev = u.device.type
+        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
+        with torch.autocast(device_type=dev, enabled=False):
             ut = u.float().transpose(1, 2)  # (B, H, L)
             if self._cached_kf is not None and self._cached_kf[0] == length:
                 kf = self._cached_kf[1]
                 y = torch.fft.irfft(torch.fft.rfft(ut, n=2 * length) * kf, n=2 * length)[..., :length]
             else:
                 y = FFTConv.apply(ut, self.full_kernel(length))
-            return y.transpose(1, 2).contiguous()
+            return y.transpose(1, 2).to(dtype=out_dtype, memory_format=torch.contiguous_format)
 
 
 class FFTConv(torch.autograd.Function):

@@ -49,9 +49,7 @@ def derive_12_leads(x8: torch.Tensor) -> torch.Tensor:
     if data_layer_derive is not None:
         return data_layer_derive(x8)
     lead_i, lead_ii = x8[..., 0, :], x8[..., 1, :]
-    limb = torch.stack(
-        [lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2], dim=-2
-    )
+    limb = torch.stack([lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2], dim=-2)
     return torch.cat([x8[..., :2, :], limb, x8[..., 2:, :]], dim=-2)
 
 

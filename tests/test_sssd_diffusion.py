@@ -37,8 +37,6 @@ def test_posterior_mean_matches_closed_form_with_true_x0():
     x0, noise = torch.randn(2, 8, 30), torch.randn(2, 8, 30)
     t = torch.tensor([5, 150])
     xt = q_sample(s, x0, t, noise)
-    ab, abp, be, al = (
-        Schedule.at(v.double(), t) for v in (s.alpha_bars, s.alpha_bars_prev, s.betas, s.alphas)
-    )
+    ab, abp, be, al = (Schedule.at(v.double(), t) for v in (s.alpha_bars, s.alpha_bars_prev, s.betas, s.alphas))
     mu = (abp.sqrt() * be / (1 - ab)) * x0.double() + (al.sqrt() * (1 - abp) / (1 - ab)) * xt.double()
     assert torch.allclose(posterior_mean(s, xt, t, noise).double(), mu, atol=1e-4)

@@ -88,9 +88,7 @@ def test_mel_term_weighting_and_lambda_zero():
 
 
 def _overfit(x, steps=60, seed=0, lr=1e-2):
-    cfg = model_preset(
-        "tiny", seq_len=x.shape[-1], label_drop_prob=0.0, demo_drop_prob=0.0, demo_field_drop_prob=0.0
-    )
+    cfg = model_preset("tiny", seq_len=x.shape[-1], label_drop_prob=0.0, demo_drop_prob=0.0, demo_field_drop_prob=0.0)
     torch.manual_seed(seed)
     model, sched = SSSDDenoiser(cfg), Schedule.from_config(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

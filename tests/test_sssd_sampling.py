@@ -55,9 +55,7 @@ def test_shape_units_and_same_seed_same_samples(model, sampler):
     c = sample(model, sched, *_cond(), generator=torch.Generator().manual_seed(8), **kw)
     assert a.shape == (3, 12, 200) and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.allclose(a, c)
-    x8 = sample(
-        model, sched, *_cond(), generator=torch.Generator().manual_seed(7), return_model_view=True, **kw
-    )
+    x8 = sample(model, sched, *_cond(), generator=torch.Generator().manual_seed(7), return_model_view=True, **kw)
     assert torch.allclose(derive_12_leads(x8), a)
 
 
@@ -92,12 +90,8 @@ def test_guidance_and_partial_conditioning(model):
     labels, demo, mask = _cond()
     kw = dict(sampler="ddim", steps=5)
     cond = sample(model, sched, labels, demo, mask, generator=torch.Generator().manual_seed(1), **kw)
-    guided = sample(
-        model, sched, labels, demo, mask, guidance=3.0, generator=torch.Generator().manual_seed(1), **kw
-    )
-    uncond_g0 = sample(
-        model, sched, labels, demo, mask, guidance=0.0, generator=torch.Generator().manual_seed(1), **kw
-    )
+    guided = sample(model, sched, labels, demo, mask, guidance=3.0, generator=torch.Generator().manual_seed(1), **kw)
+    uncond_g0 = sample(model, sched, labels, demo, mask, guidance=0.0, generator=torch.Generator().manual_seed(1), **kw)
     uncond = sample(model, sched, batch_size=3, generator=torch.Generator().manual_seed(1), **kw)
     assert not torch.allclose(cond, guided)
     assert torch.allclose(uncond_g0, uncond, atol=1e-5)
@@ -106,12 +100,8 @@ def test_guidance_and_partial_conditioning(model):
 def test_bf16_precision_is_close_to_fp32(model):
     sched = Schedule.from_config(model.cfg)
     kw = dict(sampler="ddim", steps=5, generator=None)
-    a = sample(
-        model, sched, *_cond(), precision="fp32", **{**kw, "generator": torch.Generator().manual_seed(2)}
-    )
-    b = sample(
-        model, sched, *_cond(), precision="bf16", **{**kw, "generator": torch.Generator().manual_seed(2)}
-    )
+    a = sample(model, sched, *_cond(), precision="fp32", **{**kw, "generator": torch.Generator().manual_seed(2)})
+    b = sample(model, sched, *_cond(), precision="bf16", **{**kw, "generator": torch.Generator().manual_seed(2)})
     rel = (a - b).norm() / a.norm()
     assert rel < 0.05
 
