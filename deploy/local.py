@@ -276,7 +276,7 @@ class LocalDeployment:
                           f"(log: {self.procs[name].log_path})")
 
     def node_status(self, site: str) -> str:
-        """The SuperLink's view of ``site``'s node (``registered``/``online``/``offline``), via ``flwr supernode list``."""
+        """The SuperLink's view of ``site``'s node (``registered``/``online``/``offline``): `flwr supernode list`."""
         out = self._json_out(self.flwr("supernode", "list", CONNECTION_NAME, "--format", "json"))
         for node in out.get("nodes", []):
             if int(node["node-id"]) == self.node_ids.get(site):

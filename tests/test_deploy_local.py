@@ -111,7 +111,8 @@ def test_a_failed_run_is_reported_as_an_error_not_success(cons, site_data, tmp_p
 
 def test_refusal_reasons_are_told_apart_with_the_superlink_log():
     node = "ERROR: Exit Code: 305\n[code: 2004] Failed to activate SuperNode.\n"
-    assert "not registered" in explain_supernode_failure(node, "exception: No SuperNode found with the given public key")
+    unknown = "exception: No SuperNode found with the given public key"
+    assert "not registered" in explain_supernode_failure(node, unknown)
     assert "still marked online" in explain_supernode_failure(
         node, "exception: SuperNode with node ID 12 could not be activated.")
     assert "TLS refused" in explain_supernode_failure("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
