@@ -70,7 +70,7 @@ def measure(
     from sssd.diffusion import Schedule
     from sssd.losses import diffusion_loss
     from sssd.model import SSSDDenoiser
-    from sssd.sampling import ddim_timesteps
+    from sssd.sampling import ddim_timesteps, resolve_precision
     from sssd.sampling import sample as run_sampler
 
     torch.set_num_threads(threads)
@@ -114,7 +114,7 @@ def measure(
     if sample:
         del opt, loss
         model.eval()
-        sp = sample_precision or precision
+        sp = resolve_precision(sample_precision or "auto", torch.device("cpu"))
         result["sample_precision"] = sp
 
         def timed_run(sampler: str, steps: int) -> float:
@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    p.add_argument("--sample-precision", choices=("fp32", "bf16"))
+    p.add_argument("--sample-precision", choices=("auto", "fp32", "bf16"), help="default: auto (as sample())")
     p.add_argument("--sample-steps", type=int, default=0)
     p.add_argument("--overrides", type=json.loads, help="JSON dict of ModelConfig overrides")
     p.add_argument("--json", action="store_true", help="print one JSON object (default when --all is not given)")

@@ -18,13 +18,15 @@ steps = T and eta = 1 consumes exactly the noise DDPM does and then equals it (a
 updates: beta_tilde_t = sigma^2 and the two means coincide; numerically equal to float32 precision).
 
 During sampling the S4 kernels are precomputed once (``sssd.s4.cached_kernels``). ``precision="bf16"``
-runs convolutions/linears under CPU/CUDA autocast (FFTs stay float32).
+runs the linear layers under CPU/CUDA autocast (FFTs stay float32); ``"auto"`` (default) picks bf16 on
+CPUs with native bf16 support and fp32 otherwise (see ``resolve_precision``).
 Output: (B, 12, L) in mV, PTB-XL lead order, the 4 limb leads derived from I and II.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import torch
@@ -76,6 +78,27 @@ def _batch_inputs(labels, demo, demo_mask, batch_size, cfg, device):
     return b, *(torch.as_tensor(v, dtype=torch.float32).to(device) for v in (labels, demo, demo_mask))
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU executes bf16 dot products natively (AVX512-BF16 or AMX-BF16; Linux only)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on a CPU with native bf16 (1.4x faster sampling, 0.1-0.2 % relative L2 change
+    after DDIM-50 in our measurement), else ``fp32`` (also on CUDA)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    return precision
+
+
 def _randn(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device).to(device)
@@ -95,7 +118,7 @@ def sample(
     guidance: float = 1.0,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     return_model_view: bool = False,
 ) -> torch.Tensor:
     """Sample B ECGs. Returns (B, 12, L) mV (or (B, 8, L) mV with ``return_model_view``)."""
@@ -104,8 +127,7 @@ def sample(
     device = next(net.parameters()).device
     if sampler not in ("ddim", "ddpm"):
         raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    precision = resolve_precision(precision, device)
     b, labels, demo, demo_mask = _batch_inputs(labels, demo, demo_mask, batch_size, cfg, device)
     sched = schedule.to(device)
     was_training = net.training

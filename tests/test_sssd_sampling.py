@@ -5,7 +5,8 @@ from fedecg.device import torch_threads
 from sssd.config import model_preset
 from sssd.diffusion import Schedule
 from sssd.model import SSSDDenoiser
-from sssd.sampling import ddim_timesteps, derive_12_leads, sample
+from sssd.sampling import ddim_timesteps, derive_12_leads, resolve_precision
+from sssd.sampling import sample as sample_any_precision
 
 
 @pytest.fixture(autouse=True)
@@ -13,6 +14,11 @@ def _one_torch_thread():
     """The CPU is shared: one intra-op thread avoids OpenMP oversubscription (10x slowdowns under load)."""
     with torch_threads(1):
         yield
+
+
+def sample(*args, **kwargs):
+    """Exact comparisons in these tests need fp32 (the default "auto" is bf16 on CPUs with native bf16)."""
+    return sample_any_precision(*args, **{"precision": "fp32", **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +116,11 @@ def test_sampling_restores_training_mode(model):
     model.train()
     sample(model, Schedule.from_config(model.cfg), batch_size=1, steps=2, generator=torch.Generator())
     assert model.training
+
+
+def test_resolve_precision():
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    with pytest.raises(ValueError):
+        resolve_precision("fp8", torch.device("cpu"))

@@ -20,7 +20,9 @@ def model(
     sample: bool = typer.Option(False, "--sample", help="Also time DDIM-50 and DDPM-200 sampling."),
     threads: int = typer.Option(2, "--threads", help="torch intra-op threads."),
     precision: str = typer.Option("fp32", "--precision", help="Training step precision: fp32 or bf16 autocast."),
-    sample_precision: str = typer.Option(None, "--sample-precision", help="Sampling precision (default: --precision)."),
+    sample_precision: str = typer.Option(
+        None, "--sample-precision", help="Sampling precision: auto (default, as sample()), fp32 or bf16."
+    ),
     sample_steps: int = typer.Option(
         0, "--sample-steps", help="Time only this many denoiser steps and extrapolate (0 = full runs)."
     ),
@@ -36,8 +38,8 @@ def model(
     if preset not in ("tiny", "small", "paper"):
         raise FedECGError(f"--preset must be tiny, small or paper, got {preset!r}")
     for name, value in (("--precision", precision), ("--sample-precision", sample_precision)):
-        if value is not None and value not in ("fp32", "bf16"):
-            raise FedECGError(f"{name} must be fp32 or bf16, got {value!r}")
+        if value is not None and value not in ("fp32", "bf16", "auto"):
+            raise FedECGError(f"{name} must be fp32 or bf16 (or auto for sampling), got {value!r}")
     if batch < 1 or threads < 1 or repeats < 1 or warmup < 0 or sample_steps < 0:
         raise FedECGError("--batch, --threads and --repeats must be >= 1, --warmup and --sample-steps >= 0")
     try:
