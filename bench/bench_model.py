@@ -63,6 +63,7 @@ def measure(
     sample_precision: str | None = None,
     sample_steps: int = 0,
     overrides: dict | None = None,
+    skip_train: bool = False,
 ) -> dict[str, Any]:
     """Measure one configuration in this process (see the module docstring for the fields)."""
     import torch
@@ -87,7 +88,7 @@ def measure(
     )
     amp = precision == "bf16"
     walls, cpus = [], []
-    for i in range(warmup + repeats):
+    for i in range(0 if skip_train else warmup + repeats):
         w0, c0 = time.perf_counter(), time.process_time()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             loss, _ = diffusion_loss(model, sched, x, labels, demo, mask, cfg, g)
@@ -107,12 +108,12 @@ def measure(
         "precision": precision,
         "checkpoint_blocks": cfg.checkpoint_blocks,
         "params": sum(p.numel() for p in model.parameters()),
-        "train_step_s": round(statistics.median(walls), 4),
-        "train_step_cpu_s": round(statistics.median(cpus), 4),
+        "train_step_s": round(statistics.median(walls), 4) if walls else None,
+        "train_step_cpu_s": round(statistics.median(cpus), 4) if cpus else None,
         "train_peak_mem_mb": round(_peak_mb(), 1),
     }
     if sample:
-        del opt, loss
+        del opt
         model.eval()
         sp = resolve_precision(sample_precision or "auto", torch.device("cpu"))
         result["sample_precision"] = sp
@@ -178,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--sample-precision", choices=("auto", "fp32", "bf16"), help="default: auto (as sample())")
     p.add_argument("--sample-steps", type=int, default=0)
+    p.add_argument("--skip-train", action="store_true", help="only time sampling")
     p.add_argument("--overrides", type=json.loads, help="JSON dict of ModelConfig overrides")
     p.add_argument("--json", action="store_true", help="print one JSON object (default when --all is not given)")
     p.add_argument("--all", action="store_true", help="tiny, small, 4x256 and paper, each in its own process")

@@ -63,13 +63,15 @@ def log_mel(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 def mel_loss(x_hat: torch.Tensor, x: torch.Tensor, cfg: ModelConfig, reduction: str = "mean") -> torch.Tensor:
     """mean |log_mel(x_hat) - log_mel(x)| over leads, bands and frames; per example if reduction='none'."""
+    if x_hat.shape[0] == 0:  # empty batch: torch.stft rejects it
+        return _reduce(x_hat.sum(dim=(1, 2)), reduction)
     diff = (log_mel(x_hat, cfg) - log_mel(x, cfg)).abs().flatten(1).mean(1)
     return _reduce(diff, reduction)
 
 
 def _reduce(v: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
-        return v.mean()
+        return v.mean() if v.numel() else v.sum()  # an empty batch gives 0, not NaN
     if reduction == "none":
         return v
     raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")

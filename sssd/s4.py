@@ -155,6 +155,8 @@ class FFTConv(torch.autograd.Function):
     @staticmethod
     def forward(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         n, length = k.shape[-1], u.shape[-1]
+        if u.numel() == 0:  # an empty batch (Poisson sampling under DP-SGD); MKL's FFT rejects it
+            return u.new_zeros(u.shape)
         return torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k), n=n)[..., :length]
 
     @staticmethod
@@ -165,6 +167,8 @@ class FFTConv(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         u, k = ctx.saved_tensors
         n, length = k.shape[-1], u.shape[-1]
+        if u.numel() == 0:
+            return torch.zeros_like(u), torch.zeros_like(k)
         gf = torch.fft.rfft(grad, n=n)
         du = dk = None
         if ctx.needs_input_grad[0]:
@@ -187,6 +191,8 @@ def s4d_grad_sample(
     u = activations[0].float().transpose(1, 2)  # (B, H, L)
     g = backprops.float().transpose(1, 2)
     length = u.shape[-1]
+    if u.shape[0] == 0:
+        return {p: p.new_zeros((0, *p.shape)) for p in layer.parameters() if p.requires_grad}
     corr = torch.fft.irfft(
         torch.fft.rfft(g, n=2 * length) * torch.fft.rfft(u, n=2 * length).conj(), n=2 * length
     )  # (B, H, 2L)

@@ -100,3 +100,26 @@ def test_unwrap_strips_wrappers():
 def test_other_sequence_lengths(length):
     model = SSSDDenoiser(model_preset("tiny", seq_len=length))
     assert model(*_inputs(length=length)).shape == (3, 8, length)
+
+
+def test_empty_batch_forward_and_backward():
+    """Poisson sampling under DP-SGD can produce empty batches (MKL's FFT rejects size-0 inputs)."""
+    from sssd.diffusion import Schedule
+    from sssd.losses import diffusion_loss
+
+    cfg = model_preset("tiny", seq_len=100)
+    model = SSSDDenoiser(cfg)
+    empty = torch.zeros(0, 8, 100)
+    loss, _ = diffusion_loss(
+        model,
+        Schedule.from_config(cfg),
+        empty,
+        torch.zeros(0, 71),
+        torch.zeros(0, 4),
+        torch.zeros(0, 4),
+        cfg,
+        torch.Generator(),
+    )
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in model.parameters())

@@ -90,3 +90,9 @@ def test_fft_conv_gradients_match_autograd_of_plain_fft():
     assert torch.autograd.gradcheck(FFTConv.apply, (u, k))
     ref = torch.fft.irfft(torch.fft.rfft(u, n=32) * torch.fft.rfft(k), n=32)[..., :16]
     assert torch.allclose(FFTConv.apply(u, k), ref)
+
+
+def test_grad_sampler_on_empty_batch():
+    conv = S4DConv(channels=4, state=8)
+    out = s4d_grad_sample(conv, [torch.zeros(0, 30, 4)], torch.zeros(0, 30, 4))
+    assert {tuple(v.shape) for v in out.values()} == {(0, *p.shape) for p in conv.parameters()}

@@ -28,6 +28,7 @@ def model(
     ),
     repeats: int = typer.Option(3, "--repeats", help="Timed training steps (median reported)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up steps."),
+    skip_train: bool = typer.Option(False, "--skip-train", help="Only time sampling (train_step_s = null)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Time one training step (fwd+bwd+Adam, 8 leads x 1000 samples), peak memory and sampling per ECG.
@@ -55,6 +56,7 @@ def model(
             sample_steps=sample_steps,
             repeats=repeats,
             warmup=warmup,
+            skip_train=skip_train,
         )
     except RuntimeError as exc:
         raise FedECGError(f"benchmark failed: {str(exc).splitlines()[0]}") from exc
