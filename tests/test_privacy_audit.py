@@ -91,9 +91,9 @@ def test_hub_record_does_not_make_the_dcr_test_significant(sets):
     train, holdout, _ = sets
     train = train.copy()
     train[0] *= 0.05  # the hub: a near-flat training ECG
-    synthetic = np.zeros((40, 8, train.shape[2]), np.float32) + 0.01 * np.random.default_rng(
-        3
-    ).standard_normal((40, 8, train.shape[2])).astype(np.float32)
+    synthetic = np.zeros((40, 8, train.shape[2]), np.float32) + 0.01 * np.random.default_rng(3).standard_normal(
+        (40, 8, train.shape[2])
+    ).astype(np.float32)
     res = memorization_audit(synthetic, train, holdout, AuditConfig(n_permutations=2000))
     d = res.summary["dcr"]
     assert d["share_closer_to_train"] == 1.0

@@ -87,9 +87,7 @@ def test_plan_gives_more_noise_to_smaller_sites():
 
 
 def test_budget_lists_clients_without_dp_as_non_private(run_dir):
-    (run_dir / "manifest.json").write_text(
-        json.dumps({"clients": [{"client_id": c} for c in ("0", "1", "2")]})
-    )
+    (run_dir / "manifest.json").write_text(json.dumps({"clients": [{"client_id": c} for c in ("0", "1", "2")]}))
     res = runner.invoke(app, ["privacy", "budget", str(run_dir), "--json"])
     out = json.loads(res.output)
     assert out["non_private_sites"] == ["2"] and out["release"]["epsilon"] == "inf"

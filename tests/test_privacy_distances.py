@@ -17,9 +17,7 @@ def _ecgs(n, seed, leads=8, t=200):
     rng = np.random.default_rng(seed)
     tt = np.arange(t) / 100.0
     base = np.sin(2 * np.pi * rng.uniform(0.8, 1.6, (n, 1, 1)) * tt + rng.uniform(0, 6, (n, leads, 1)))
-    return (base * rng.uniform(0.2, 2.0, (n, leads, 1)) + 0.1 * rng.standard_normal((n, leads, t))).astype(
-        np.float32
-    )
+    return (base * rng.uniform(0.2, 2.0, (n, leads, 1)) + 0.1 * rng.standard_normal((n, leads, t))).astype(np.float32)
 
 
 def test_distance_formula_matches_definition():
