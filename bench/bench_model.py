@@ -27,6 +27,8 @@ import sys
 import time
 from typing import Any
 
+CHECKPOINT_ABOVE_BLOCKS = 12
+
 STANDARD_CONFIGS: tuple[dict[str, Any], ...] = (
     {"preset": "tiny"},
     {"preset": "small"},
@@ -35,15 +37,24 @@ STANDARD_CONFIGS: tuple[dict[str, Any], ...] = (
 )
 
 
-def _model_config(preset: str, blocks: int | None, channels: int | None, overrides: dict | None):
+def _model_config(preset: str | None, blocks: int | None, channels: int | None, overrides: dict | None):
     from sssd.config import model_preset
 
     extra = dict(overrides or {})
     if blocks is not None:
         extra["num_blocks"] = blocks
+        # activation checkpointing (on in the paper preset) only pays off for deep stacks
+        extra.setdefault("checkpoint_blocks", blocks > CHECKPOINT_ABOVE_BLOCKS)
     if channels is not None:
         extra["res_channels"] = extra["skip_channels"] = channels
-    return model_preset(preset, **extra)
+    return model_preset(resolve_preset(preset, blocks, channels), **extra)
+
+
+def resolve_preset(preset: str | None, blocks: int | None, channels: int | None) -> str:
+    """No preset: ``paper`` when blocks/channels are given (e.g. 4 x 256 = the paper layer), else ``tiny``."""
+    if preset is not None:
+        return preset
+    return "paper" if blocks is not None or channels is not None else "tiny"
 
 
 def _peak_mb() -> float:
@@ -51,7 +62,7 @@ def _peak_mb() -> float:
 
 
 def measure(
-    preset: str = "tiny",
+    preset: str | None = None,
     blocks: int | None = None,
     channels: int | None = None,
     batch: int = 8,
@@ -99,7 +110,7 @@ def measure(
             walls.append(time.perf_counter() - w0)
             cpus.append((time.process_time() - c0) / threads)
     result: dict[str, Any] = {
-        "preset": preset,
+        "preset": resolve_preset(preset, blocks, channels),
         "num_blocks": cfg.num_blocks,
         "res_channels": cfg.res_channels,
         "s4_state": cfg.s4_state,
@@ -168,7 +179,9 @@ def run_isolated(**kwargs: Any) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny", choices=("tiny", "small", "paper"))
+    p.add_argument(
+        "--preset", choices=("tiny", "small", "paper"), help="default: paper with --blocks/--channels, else tiny"
+    )
     p.add_argument("--blocks", type=int)
     p.add_argument("--channels", type=int)
     p.add_argument("--batch", type=int, default=8)

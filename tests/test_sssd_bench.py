@@ -55,3 +55,13 @@ def test_cli_rejects_bad_options(args):
 
     out = CliRunner().invoke(app, ["bench", "model", *args])
     assert out.exit_code != 0 and isinstance(out.exception, FedECGError)
+
+
+def test_blocks_and_channels_default_to_the_paper_layer_without_checkpointing():
+    from bench.bench_model import _model_config, resolve_preset
+
+    assert resolve_preset(None, None, None) == "tiny" and resolve_preset(None, 4, 256) == "paper"
+    cfg = _model_config(None, 4, 256, None)
+    assert (cfg.num_blocks, cfg.res_channels, cfg.skip_channels, cfg.s4_state) == (4, 256, 256, 64)
+    assert cfg.checkpoint_blocks is False
+    assert _model_config("paper", None, None, None).checkpoint_blocks is True

@@ -13,7 +13,11 @@ bench_app = typer.Typer(help="Benchmarks: denoiser training step, memory and sam
 
 @bench_app.command("model")
 def model(
-    preset: str = typer.Option("tiny", "--preset", help="Model preset: tiny, small or paper."),
+    preset: str = typer.Option(
+        None,
+        "--preset",
+        help="Model preset: tiny, small or paper [default: paper with --blocks/--channels, else tiny].",
+    ),
     blocks: int = typer.Option(None, "--blocks", help="Override the number of residual blocks."),
     channels: int = typer.Option(None, "--channels", help="Override residual (and skip) channels."),
     batch: int = typer.Option(8, "--batch", help="Batch size (ECGs per step / per sampling run)."),
@@ -36,7 +40,7 @@ def model(
     The measurement runs in a fresh Python process so its peak resident memory is its own."""
     from bench.bench_model import run_isolated
 
-    if preset not in ("tiny", "small", "paper"):
+    if preset is not None and preset not in ("tiny", "small", "paper"):
         raise FedECGError(f"--preset must be tiny, small or paper, got {preset!r}")
     for name, value in (("--precision", precision), ("--sample-precision", sample_precision)):
         if value is not None and value not in ("fp32", "bf16", "auto"):
