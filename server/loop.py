@@ -79,6 +79,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
     progress = _progress(settings.show_progress, cfg.rounds, start)
     board = _tensorboard(rd)
     empty_rounds: list[int] = []
+    node_names: dict[int, str] = {}  # node id → the site name it reported
     try:
         for rnd in range(start + 1, cfg.rounds + 1):
             t0 = time.perf_counter()
@@ -87,8 +88,10 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             train_msgs = list(strategy.configure_train(rnd, arrays, ConfigRecord(dict(base_config)), grid))
             replies = list(grid.send_and_receive(train_msgs, timeout=cfg.strategy.round_timeout_s))
             t_train = time.perf_counter() - t0
-            verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm) for m in replies]
-            accepted = sorted(((site_of(m), m) for m, v in zip(replies, verdicts) if v.accepted),
+            sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in train_msgs if m.metadata.message_id}
+            sites = [site_of(m, node_names, sent_to) for m in replies]
+            verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm, s) for m, s in zip(replies, sites)]
+            accepted = sorted(((s, m) for s, m, v in zip(sites, replies, verdicts) if v.accepted),
                               key=lambda sm: sm[0])
             for v in verdicts:
                 if not v.accepted:
@@ -109,7 +112,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             eval_msgs = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(base_config)), grid))
             eval_replies = list(grid.send_and_receive(eval_msgs, timeout=cfg.strategy.round_timeout_s)) \
                 if eval_msgs else []
-            _merge_eval_metrics(site_metrics, eval_replies)
+            _merge_eval_metrics(site_metrics, eval_replies, node_names)
             row = {"round": rnd, "time": time.time(), "sites": site_metrics,
                    "server": _server_summary(site_metrics, verdicts, time.perf_counter() - t0, t_train)}
             payload = _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd, settings)
@@ -178,11 +181,11 @@ def _site_train_metrics(replies, verdicts: list[Verdict]) -> dict[str, dict]:
     return dict(sorted(out.items()))
 
 
-def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies) -> None:
+def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names: dict[int, str]) -> None:
     for msg in eval_replies:
         if msg.has_error():
             continue
-        site = site_of(msg)
+        site = site_of(msg, node_names)
         metrics = msg.content.metric_records.get(P.METRICS, {})
         dest = site_metrics.setdefault(site, {"status": "evaluated-only"})
         for k in ("val-loss", "val-eps-loss", "val-mel-loss"):

@@ -35,17 +35,25 @@ def short_reason(reason: str, limit: int = 300) -> str:
     return msg[:limit]
 
 
-def site_of(msg) -> str:
-    if msg.has_error():
-        return f"node-{msg.metadata.src_node_id}"
-    info = msg.content.config_records.get(P.SITE_INFO)
-    if info is not None and isinstance(info.get("site"), str) and info.get("site"):
-        return str(info["site"])
-    return f"node-{msg.metadata.src_node_id}"
+def site_of(msg, names: dict[int, str] | None = None, sent_to: dict[str, int] | None = None) -> str:
+    """The public site name of a reply. Error replies carry no site-info, and those made by the SuperLink
+    (e.g. "node unavailable") come from the SuperLink's id: attribute them to the node the request went to
+    (``sent_to``: request message id → destination node) and name it as it named itself before (``names``)."""
+    node = msg.metadata.src_node_id
+    if sent_to and msg.metadata.reply_to_message_id and msg.metadata.reply_to_message_id in sent_to:
+        node = sent_to[msg.metadata.reply_to_message_id]
+    if not msg.has_error():
+        info = msg.content.config_records.get(P.SITE_INFO)
+        if info is not None and isinstance(info.get("site"), str) and info.get("site"):
+            if names is not None:
+                names[node] = str(info["site"])
+            return str(info["site"])
+    return (names or {}).get(node, f"node-{node}")
 
 
-def check_reply(msg, global_arrays: dict[str, np.ndarray], max_update_norm: float) -> Verdict:
-    site = site_of(msg)
+def check_reply(msg, global_arrays: dict[str, np.ndarray], max_update_norm: float, site: str | None = None
+                ) -> Verdict:
+    site = site or site_of(msg)
     if msg.has_error():
         return Verdict(site, False, f"site error: {short_reason(msg.error.reason)}")
     content = msg.content

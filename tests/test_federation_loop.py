@@ -64,7 +64,9 @@ def test_dp_run_writes_checkpoint_per_round_and_epsilon_accumulates(tmp_path, de
     assert rd.completed_rounds() == [1, 2]
     assert rd.status()["status"] == "completed"
     for m in rows[0]["sites"].values():  # the loss parts are reported, not zeros
-        assert m["eps-loss"] > 0 and m["mel-loss"] > 0 and m["val-eps-loss"] > 0
+        assert m["eps-loss"] > 0 and m["mel-loss"] > 0
+    validated = [m for m in rows[0]["sites"].values() if "val-loss" in m]  # sites with fold-9 records
+    assert validated and all(m["val-eps-loss"] > 0 for m in validated)
     for site in rows[0]["sites"]:
         eps = [r["sites"][site]["epsilon"] for r in rows]
         assert all(b > a > 0 for a, b in zip(eps, eps[1:])), (site, eps)
