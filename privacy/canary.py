@@ -270,9 +270,9 @@ def run_canary_audit(
 
     Writes ``work_dir/run/canary_audit.json`` (picked up by `fedecg audit` of that run) and returns it.
     ``delta`` defaults to the run's largest site δ (1e-5 when the run has no DP sites). The accounted ε is
-    the released model's (worst site), ∞ when any client trained without DP."""
+    the released model's (worst site) at that same δ, ∞ when any client trained without DP."""
     from fedecg.io import atomic_write_json
-    from privacy.accounting import run_budget
+    from privacy.accounting import compute_epsilon
     from privacy.inputs import load_model
     from privacy.ledger import LEDGER_FILE, load_ledger
     from privacy.mia import MIAConfig, denoising_errors
@@ -300,14 +300,20 @@ def run_canary_audit(
     reference = SSSDDenoiser(cfg).to(device).eval()
     errors_ref = denoising_errors(reference, schedule, cfg, x, labels, demo, mask, mia, device)
     scores = errors_ref - errors  # how much training lowered this canary's error
-    accounted, site_delta = math.inf, None
-    if (run / LEDGER_FILE).is_file():
-        ledger = load_ledger(run)
-        clients = {c.client_id for c in Manifest.load(run / "manifest.json").clients}
-        if ledger.sites and not clients - set(ledger.sites):
-            budget = run_budget(ledger, accountants=("rdp",))
-            accounted, site_delta = budget.release_epsilon, budget.release_delta
+    ledger = load_ledger(run) if (run / LEDGER_FILE).is_file() else None
+    clients = {c.client_id for c in Manifest.load(run / "manifest.json").clients}
+    private = ledger is not None and bool(ledger.sites) and not clients - set(ledger.sites)
+    site_delta = max(e.delta for e in ledger.sites.values()) if private else None
     d = delta if delta is not None else (site_delta or 1e-5)
+    # accounted ε of the released model at the bound's δ (worst site; ∞ when a client trained without DP)
+    accounted = (
+        max(
+            compute_epsilon(e.mechanism_history(), d, e.accountant if e.accountant in ("rdp", "prv") else "rdp")
+            for e in ledger.sites.values()
+        )
+        if private
+        else math.inf
+    )
     bound = audit_bound(scores, included, d, beta)
     out = {
         **bound.to_dict(),
