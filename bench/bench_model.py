@@ -10,7 +10,8 @@ Measured (batch B, 8 leads x 1000 samples, untrained weights, torch intra-op thr
 * ``peak_mem_mb``: peak RSS of the process (model, optimiser, activations, allocator slack);
 * with ``sample``: ``ddim50_s_per_ecg`` / ``ddpm200_s_per_ecg``, wall time of one full sampling run at
   batch B divided by B (with ``sample_steps`` = S > 0 one DDIM run of S steps is timed and both are
-  extrapolated linearly from its time per denoiser call; ``sample_extrapolated`` says so).
+  extrapolated linearly from its time per denoiser call; ``sample_extrapolated`` says so); the
+  ``*_cpu_s_per_ecg`` twins are process CPU time / threads.
 
 Usage: ``python -m bench.bench_model --all`` (tiny, small, 4x256, paper), or ``fedecg bench model ...``.
 """
@@ -129,8 +130,8 @@ def measure(
         sp = resolve_precision(sample_precision or "auto", torch.device("cpu"))
         result["sample_precision"] = sp
 
-        def timed_run(sampler: str, steps: int) -> float:
-            w0 = time.perf_counter()
+        def timed_run(sampler: str, steps: int) -> tuple[float, float]:
+            w0, c0 = time.perf_counter(), time.process_time()
             run_sampler(
                 model,
                 sched,
@@ -142,15 +143,19 @@ def measure(
                 generator=torch.Generator().manual_seed(1),
                 precision=sp,
             )
-            return time.perf_counter() - w0
+            return time.perf_counter() - w0, (time.process_time() - c0) / threads
 
         if sample_steps > 0:  # time a short DDIM run; every sampler step is one denoiser call
-            per_call = timed_run("ddim", sample_steps) / len(ddim_timesteps(cfg.T, sample_steps))
-            result["ddim50_s_per_ecg"] = round(per_call * len(ddim_timesteps(cfg.T, 50)) / batch, 4)
-            result["ddpm200_s_per_ecg"] = round(per_call * cfg.T / batch, 4)
+            n_calls = len(ddim_timesteps(cfg.T, sample_steps))
+            wall, cpu = (v / n_calls for v in timed_run("ddim", sample_steps))
+            for name, calls in (("ddim50", len(ddim_timesteps(cfg.T, 50))), ("ddpm200", cfg.T)):
+                result[f"{name}_s_per_ecg"] = round(wall * calls / batch, 4)
+                result[f"{name}_cpu_s_per_ecg"] = round(cpu * calls / batch, 4)
         else:
-            result["ddim50_s_per_ecg"] = round(timed_run("ddim", 50) / batch, 4)
-            result["ddpm200_s_per_ecg"] = round(timed_run("ddpm", cfg.T) / batch, 4)
+            for name, sampler, steps in (("ddim50", "ddim", 50), ("ddpm200", "ddpm", cfg.T)):
+                wall, cpu = timed_run(sampler, steps)
+                result[f"{name}_s_per_ecg"] = round(wall / batch, 4)
+                result[f"{name}_cpu_s_per_ecg"] = round(cpu / batch, 4)
         result["sample_extrapolated"] = sample_steps > 0
     result["peak_mem_mb"] = round(_peak_mb(), 1)
     return result
