@@ -25,6 +25,10 @@ def _png(plt, fig) -> bytes:
     return buf.getvalue()
 
 
+def _site_name(site: str) -> str:
+    return site if str(site).startswith("site") else f"site {site}"
+
+
 def epsilon_rounds_png(
     curves: Mapping[str, Sequence[tuple[int, float]]], delta_by_site: Mapping[str, float], accountant: str
 ) -> bytes:
@@ -34,7 +38,7 @@ def epsilon_rounds_png(
     for site, curve in curves.items():
         if curve:
             r, e = zip(*curve, strict=True)
-            ax.plot(r, e, marker="o", label=f"site {site} (δ={delta_by_site.get(site, float('nan')):.0e})")
+            ax.plot(r, e, marker="o", label=f"{_site_name(site)} (δ={delta_by_site.get(site, float('nan')):.0e})")
     ax.set_xlabel("round")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(f"ε ({accountant})")
