@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,9 +84,11 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
 
         engine = PrivacyEngine(accountant=cfg.dp.accountant)
         noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
-        model, optimizer, loader = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
-            max_grad_norm=cfg.dp.max_grad_norm, poisson_sampling=True, noise_generator=noise_gen)
+        with warnings.catch_warnings():  # we seed the noise generator on purpose (reproducible runs)
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            model, optimizer, loader = engine.make_private(
+                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
+                max_grad_norm=cfg.dp.max_grad_norm, poisson_sampling=True, noise_generator=noise_gen)
     anchor = None
     if proximal_mu > 0:
         anchor = [p.detach().clone() for p in model.parameters()]
@@ -123,7 +126,9 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
+                with warnings.catch_warnings():  # Opacus' hooks on a layer whose input needs no grad: harmless
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    loss.backward()
                 if not private and cfg.train.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
                 optimizer.step()

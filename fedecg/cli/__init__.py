@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 
 from fedecg.errors import FedECGError
+
+# Known-harmless library chatter, silenced for the CLI only (library code leaves warning filters alone).
+# Set before the command modules are imported: some libraries warn at import time.
+for _message in ("Secure RNG turned off", "Full backward hook is firing", "The given NumPy array is not writable",
+                 "The inplace keyword", "Optimal order is the"):
+    warnings.filterwarnings("ignore", message=_message)
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 # module name under fedecg.cli → owner room
 _COMMAND_MODULES = ("data", "bench", "run", "synthesize", "evaluate", "privacy", "audit", "deploy")
@@ -38,15 +46,6 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Entry point: run the app; a FedECGError becomes one readable line and exit code 2."""
-    import warnings
-
-    # Known-harmless library chatter (the CLI only; library code leaves warning filters alone).
-    warnings.filterwarnings("ignore", message="Secure RNG turned off")
-    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", module="wfdb")
-    warnings.filterwarnings("ignore", message="The inplace keyword")
     try:
         app()
     except FedECGError as exc:

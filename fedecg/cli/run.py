@@ -51,3 +51,9 @@ def demo_cmd(
     report = finish_run(out)
     typer.echo("")
     typer.echo(report)
+    from server.rundir import RunDir
+
+    if RunDir(out).read_config().dp.enabled:
+        typer.echo("\nNote: with DP-SGD on sites this small (27-189 records, batch 8) the noise outweighs the "
+                   "gradient signal, so the tiny generator still draws noise and small sites spend a large epsilon. "
+                   "`fedecg demo --set dp=false` trains the same federation without DP (ECG-like traces).")
