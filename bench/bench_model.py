@@ -14,6 +14,8 @@ Measured (batch B, 8 leads x 1000 samples, untrained weights, torch intra-op thr
   ``*_cpu_s_per_ecg`` twins are process CPU time / threads.
 
 Usage: ``python -m bench.bench_model --all`` (tiny, small, 4x256, paper), or ``fedecg bench model ...``.
+Subprocesses get ``OMP_WAIT_POLICY=PASSIVE`` unless the caller set it (on a loaded machine spinning OpenMP
+workers cost 3-5x in wall time); set it yourself when running one configuration directly.
 """
 
 from __future__ import annotations
@@ -169,7 +171,8 @@ def run_isolated(**kwargs: Any) -> dict[str, Any]:
             continue
         flag = "--" + key.replace("_", "-")
         cmd += [flag] if value is True else [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(kwargs.get("threads", 2))}
+    # passive OpenMP waiting: on a shared CPU, spinning worker threads made 2-thread steps 3-5x slower
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "OMP_NUM_THREADS": str(kwargs.get("threads", 2))}
     proc = subprocess.run(
         cmd,
         capture_output=True,
