@@ -137,8 +137,7 @@ def _site_paths(root: Path, site: str) -> SitePaths:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    atomic_write_bytes(path, data)  # mkstemp creates the file 0600; keep it so
-    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    atomic_write_bytes(path, data, perms=stat.S_IRUSR | stat.S_IWUSR)  # 0600 before it becomes visible
 
 
 def _write_public(path: Path, data: bytes | str, executable: bool = False) -> None:

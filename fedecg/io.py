@@ -11,11 +11,20 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _default_perms() -> int:
+    """What ``open()`` would give a new file: 0o666 minus the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, perms: int | None = None, **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` atomically.
 
-    On an exception the temporary file is removed and ``path`` is left as it was."""
+    The file gets ``perms`` (e.g. 0o600 for a private key; set before the rename, so it is never visible with
+    wider permissions) or, by default, the permissions a plain ``open()`` would give it. On an exception the
+    temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -24,6 +33,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_perms() if perms is None else perms)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -33,8 +43,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as fh:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, perms: int | None = None) -> None:
+    with atomic_open(path, "wb", perms=perms) as fh:
         fh.write(data)
 
 
