@@ -21,6 +21,8 @@ FLOWER_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    # Ray actors inherit this: spinning OpenMP threads ran 3-5x slower on a shared CPU (docs/model.md)
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
