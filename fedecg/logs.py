@@ -12,5 +12,5 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(rich_tracebacks=False, show_path=False)], force=True)
     logging.getLogger("flwr").propagate = False  # Flower logs through its own console handler
-    for noisy in ("matplotlib", "numba", "PIL", "urllib3"):
+    for noisy in ("matplotlib", "numba", "PIL", "urllib3", "alembic", "filelock", "asyncio", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
