@@ -32,7 +32,7 @@ app = ClientApp(mods=[egress_guard])
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     from client.data import load_site_data
-    from client.training import train_local
+    from client.training import poisson_rate, train_local
     from fedecg.device import choose_device
 
     cfg, config = read_run_config(msg)
@@ -45,7 +45,7 @@ def train(msg: Message, context: Context) -> Message:
 
     sigma = None
     if cfg.dp.enabled:
-        q = min(cfg.train.batch_size, n_train) / n_train
+        q = poisson_rate(n_train, cfg.train.batch_size)
         if cfg.dp.target_epsilon > 0:
             from privacy.accounting import plan_noise_multiplier
 

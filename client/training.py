@@ -3,7 +3,8 @@
 One round at a site = load the global weights into a fresh denoiser, run ``train.local_steps`` optimizer steps
 of the conditional SSSD-MIDT loss (eps-MSE + lambda * Mel loss, see sssd.losses) with AdamW, then return the
 plain denoiser's weights. Non-private: shuffled mini-batches, global-norm gradient clipping, fp16 autocast +
-GradScaler on CUDA. Private (DP-SGD, Opacus): Poisson sampling with rate q = batch_size / n_train, per-sample
+GradScaler on CUDA. Private (DP-SGD, Opacus): Poisson sampling with rate q = poisson_rate(n_train, batch_size)
+(Opacus' 1 / number of batches), per-sample
 clipping to ``dp.max_grad_norm`` and Gaussian noise ``sigma * max_grad_norm``; each drawn batch is one
 accounted step (an empty Poisson batch still counts, conservatively).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,6 +35,12 @@ class LocalResult:
     state: dict[str, np.ndarray]
     metrics: dict[str, float]
     dp_entry: dict | None  # {"noise_multiplier", "sample_rate", "steps", "max_grad_norm"} when DP was used
+
+
+def poisson_rate(n: int, batch_size: int) -> float:
+    """The Poisson sampling rate Opacus uses for a loader of ``n`` records in batches of ``batch_size``:
+    1 / number of batches (= batch / n when batch divides n)."""
+    return 1.0 / math.ceil(n / min(batch_size, n))
 
 
 def derive_seed(*parts: object) -> int:
@@ -142,8 +150,8 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                "mel-loss": sums["mel"] / denom, "steps": float(steps), "train-seconds": seconds}
     dp_entry = None
     if private:
-        dp_entry = {"noise_multiplier": float(noise_multiplier), "sample_rate": batch / n, "steps": steps,
-                    "max_grad_norm": cfg.dp.max_grad_norm}
+        dp_entry = {"noise_multiplier": float(noise_multiplier), "sample_rate": float(loader.sample_rate),
+                    "steps": steps, "max_grad_norm": cfg.dp.max_grad_norm}
     return LocalResult(state=state_to_numpy(model), metrics=metrics, dp_entry=dp_entry)
 
 

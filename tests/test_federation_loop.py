@@ -176,13 +176,14 @@ def test_every_outgoing_message_carries_only_parameters_and_aggregate_metrics(tm
 
 
 def test_site_refuses_to_train_once_budget_is_spent(tmp_path, demo_ptbxl):
+    from client.training import poisson_rate
     from privacy.accounting import compute_epsilon
 
     rd, n = _prepare(tmp_path, demo_ptbxl, "probe")
-    one_round = []  # each site's epsilon after one round: (sigma 0.8, q = 4/n, 2 steps) at delta = 1/n
+    one_round = []  # each site's epsilon after one round: (sigma 0.8, q, 2 steps) at delta = 1/n
     for client in Manifest.load(rd.manifest_path).clients:
         n_train = len(client.train)
-        one_round.append(compute_epsilon([(0.8, min(4, n_train) / n_train, 2)], 1.0 / n_train))
+        one_round.append(compute_epsilon([(0.8, poisson_rate(n_train, 4), 2)], 1.0 / n_train))
     budget = max(one_round) * 1.05  # every site affords round 1, the hungriest cannot afford round 2
     rd, n = _prepare(tmp_path, demo_ptbxl, rounds=2, **{"dp.budget_epsilon": budget, "dp.noise_multiplier": 0.8})
 
@@ -231,3 +232,11 @@ def test_finished_run_leaves_ecgs_curves_and_budget_table(tmp_path, demo_ptbxl):
     budget = json.loads((rd.path / "privacy_budget.json").read_text())
     assert set(budget["sites"]) == set(rd.metrics()[0]["sites"])
     assert "released model" in report and (rd.path / "summary.txt").read_text().strip() == report
+
+
+def test_ledger_records_the_sampling_rate_opacus_used():
+    from client.training import poisson_rate
+
+    assert poisson_rate(27, 8) == 0.25  # 4 batches, not 8/27
+    assert poisson_rate(64, 8) == 8 / 64
+    assert poisson_rate(5, 8) == 1.0
