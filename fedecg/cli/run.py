@@ -57,5 +57,5 @@ def demo_cmd(
         typer.echo("\nNote: with DP-SGD on sites this small (27-189 records, batch 8) the noise outweighs the "
                    "gradient signal, so the tiny generator still draws noise and small sites spend a large epsilon. "
                    "Without DP and longer, the same federation draws ECG-like traces (QRS-like spikes on a clean "
-                   "baseline): `fedecg demo --set dp=false --set rounds=10 --set local_steps=100` (about 8 min "
+                   "baseline): `fedecg demo --set dp=false --set rounds=10 --set local_steps=100` (4-8 min "
                    "on 2 cores).")
