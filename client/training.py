@@ -90,10 +90,10 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
     if private:
         from opacus import PrivacyEngine
 
-        engine = PrivacyEngine(accountant=cfg.dp.accountant)
         noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
         with warnings.catch_warnings():  # we seed the noise generator on purpose (reproducible runs)
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant=cfg.dp.accountant)
             model, optimizer, loader = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
                 max_grad_norm=cfg.dp.max_grad_norm, poisson_sampling=True, noise_generator=noise_gen)
