@@ -25,6 +25,8 @@ class VerdictThresholds:
     realism_factor: float = 3.0  # INFO when synthetic median DCR > this × real holdout's median DCR
 
 
+_BUDGET_COLUMNS = ("n_records", "steps", "noise_multiplier", "sample_rate", "delta", "epsilon", "accountant")
+
 def _check(level: str, name: str, text: str) -> dict:
     return {"level": level, "check": name, "text": text}
 
@@ -192,18 +194,7 @@ def render_html(audit: dict, figures: dict[str, bytes]) -> str:
         rows = [
             dict(
                 site=k,
-                **{
-                    c: s.get(c)
-                    for c in (
-                        "n_records",
-                        "steps",
-                        "noise_multiplier",
-                        "sample_rate",
-                        "delta",
-                        "epsilon",
-                        "accountant",
-                    )
-                },
+                **{c: s.get(c) for c in _BUDGET_COLUMNS},
             )
             for k, s in eps["sites"].items()
         ]
@@ -211,16 +202,7 @@ def render_html(audit: dict, figures: dict[str, bytes]) -> str:
         parts.append(
             _table(
                 rows,
-                [
-                    "site",
-                    "n_records",
-                    "steps",
-                    "noise_multiplier",
-                    "sample_rate",
-                    "delta",
-                    "epsilon",
-                    "accountant",
-                ],
+                ["site", *_BUDGET_COLUMNS],
             )
         )
         parts.append(
