@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation import fidelity, intervals, personalisation
+from evaluation import fidelity, intervals, personalisation, realism
 from evaluation.classifier import ClassifierConfig
 from evaluation.ecgset import SUPERCLASSES, ECGSet, condition_keys, demographics, superclass_targets
 from evaluation.leads import to_model_view
+from fedecg.errors import FedECGError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def fidelity_report(
     source: str = "",
     classifier_train: ECGSet | None = None,
 ) -> dict:
-    """Compute every fidelity metric; headline keys ``inter_lead_correlation_error``, ``snr_db``, ``fid``.
+    """Compute every fidelity metric; headline keys ``inter_lead_correlation_error``, ``snr_db``, ``fid``;
+    ``realism`` holds ``evaluation.realism.realism_metrics`` plus its ``criteria`` and ``passed``.
 
     The FID classifier is trained on ``classifier_train`` (e.g. the real training folds) when given, else on
     ``real`` itself."""
@@ -78,6 +80,8 @@ def fidelity_report(
         personalisation.effect_sizes(demographics(synthetic).iloc[s_sel], m_syn),
     )
 
+    realism_block = _realism(real, synthetic)
+
     fid_value, fid_info = fid_score(
         real, synthetic, cfg.classifier, classifier_path, cache_dir, device, source, classifier_train
     )
@@ -92,6 +96,7 @@ def fidelity_report(
         "mel_distance_db_mean": float(np.mean(list(mel.values()))),
         "intervals": intervals.compare_distributions(m_real, m_syn),
         "personalisation": effects,
+        "realism": realism_block,
         "inter_lead_correlation": ilc,
         "fid_classifier": fid_info,
         "n_real": len(real),
@@ -135,6 +140,19 @@ def fid_score(
     e_real = embed(model, to_model_view(real.signals), device)
     e_syn = embed(model, to_model_view(synthetic.signals), device)
     return fidelity.frechet_distance(e_real, e_syn), info
+
+
+def _realism(real: ECGSet, synthetic: ECGSet) -> dict:
+    """``realism_metrics`` + ``criteria`` + ``passed``; input it refuses (e.g. NaN samples, ECGs < 2 s) gives
+    ``{"error": ...}`` so the other fidelity metrics are still reported."""
+    try:
+        block = realism.realism_metrics(real.signals, synthetic.signals, real.fs)
+    except FedECGError as exc:
+        log.warning("realism metrics not computed: %s", exc)
+        return {"error": str(exc)}
+    block["criteria"] = realism.realism_criteria(block)
+    block["passed"] = all(block["criteria"].values())
+    return block
 
 
 def _cache_key(real: ECGSet, ccfg: ClassifierConfig, source: str) -> str:

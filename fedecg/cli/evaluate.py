@@ -54,7 +54,7 @@ def fidelity(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:i] (FID classifier)."),
 ) -> None:
-    """Fidelity of synthetic vs real ECGs: ILC error, SNR, PSD/Mel, intervals, personalisation, FID."""
+    """Fidelity of synthetic vs real ECGs: ILC error, SNR, PSD/Mel, intervals, personalisation, FID, realism."""
     from evaluation.ecgset import load_ecg_set
     from evaluation.report import FidelityConfig, fidelity_report
     from fedecg.device import choose_device
@@ -109,6 +109,13 @@ def _print_fidelity(report: dict) -> None:
         "personalisation direction agreement", fmt(report["personalisation"]["direction_agreement"])
     )
     Console().print(table)
+    block = report.get("realism") or {}
+    if "error" in block:
+        typer.echo(f"realism: not computed ({block['error']})")
+    elif block:
+        from evaluation.realism import format_realism
+
+        typer.echo(format_realism(block))
 
 
 @evaluate_app.command("personalisation")
