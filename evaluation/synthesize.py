@@ -10,7 +10,8 @@ used, likelihood 100 per requested code), ``scp_statements.csv`` (the checkpoint
 ``records100/`` (the generated 100 Hz ECGs, 16-bit WFDB, 1 µV resolution), ``records500/`` (the same ECGs
 upsampled ×5 by polyphase filtering, only so the folder satisfies the PTB-XL layout: no new information),
 ``synthetic.npz`` (``signals`` (N, 12, 1000) mV + the conditions), ``png/<ecg_id>.png`` and ``grid.png``,
-``synthesis.json`` (checkpoint, round, sampler settings, seed).
+``synthesis.json`` (checkpoint, round, sampler settings, seed; callers add ``generate``'s ``weights``: EMA or
+global weights).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class SamplerSettings:
     guidance: float = 1.0
     seed: int = 0
     batch_size: int = 16
+    ema: bool = True  # the checkpoint's EMA weights when it has them (server-side EMA), else its global weights
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddim", "ddpm"):
@@ -124,12 +126,14 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Sample one ECG per condition row: ``(N, 12, L)`` float32 mV and the checkpoint's metadata
-    (``label_codes``, ``round``, ``model_config``). Unknown label codes raise FedECGError."""
+    (``label_codes``, ``round``, ``model_config``, ``weights``: ``"ema"`` or ``"state_dict"``, the weights
+    sampled from, ``base``: the pretrained base the run started from, if recorded). Unknown label codes raise
+    FedECGError."""
     import torch
 
     from ptbxl.demographics import encode_demographics
     from ptbxl.labels import LabelVocab
-    from sssd.checkpoint import build_model, load_checkpoint
+    from sssd.checkpoint import build_model, load_checkpoint, preferred_state
     from sssd.diffusion import Schedule
     from sssd.sampling import sample
 
@@ -143,7 +147,8 @@ def generate(
         )
     labels = vocab.encode_many(conditions.scp_codes)
     demo, mask = encode_demographics(conditions.demographics)
-    model, cfg = build_model(ckpt, device)
+    model, cfg = build_model(ckpt, device, ema=settings.ema)
+    _, weights = preferred_state(ckpt, ema=settings.ema)
     schedule = Schedule.from_config(cfg, device)
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
     out = []
@@ -167,6 +172,8 @@ def generate(
         "label_codes": list(vocab.codes),
         "round": ckpt.get("round"),
         "model_config": ckpt["model_config"],
+        "weights": weights,
+        "base": ckpt.get("base"),
     }
     return np.concatenate(out).astype(np.float32), info
 

@@ -3,7 +3,8 @@ overrides, saved into every run directory and checkpoint, and sent to clients as
 
 Override keys are dotted paths into the tree (``train.local_steps=5``, ``dp.enabled=true``,
 ``model.mel_lambda=0``) plus short aliases for the common ones (``rounds``, ``local_steps``, ``dp``,
-``model`` (preset name), ``noise_multiplier``, ``strategy``, ``dataset``, ``seed``).
+``model`` (preset name), ``noise_multiplier``, ``strategy``, ``dataset``, ``seed``, ``ema_decay``); ``init`` is
+a top-level key (``init=builtin:<name>``, ``init=path/to/base.pt``, ``init=none``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ALIASES = {
     "dataset": "dataset",
     "seed": "seed",
     "model": "model.preset",
+    "ema_decay": "strategy.ema_decay",
 }
 
 
@@ -100,6 +102,8 @@ class StrategyConfig:
     client_dp: bool = False  # Flower's DifferentialPrivacyServerSideFixedClipping (client-level DP)
     client_dp_noise: float = 1.0
     client_dp_clip: float = 10.0
+    # server-side EMA of the global model: ema = d*ema + (1-d)*global, d = min(ema_decay, (1+r)/(10+r)); 0 = off
+    ema_decay: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class ScenarioConfig:
 
     name: str = "run"
     dataset: str = "demo"  # a PTB-XL-layout folder, or "demo" (the built-in demo data, generated on demand)
+    init: str = "none"  # starting weights: none (seeded init) | builtin:<name> | path of a checkpoint file
     rounds: int = 3
     seed: int = 0
     partition: PartitionConfig = field(default_factory=PartitionConfig)
@@ -152,7 +157,10 @@ class ScenarioConfig:
             raise FedECGError(f"{source}: not valid JSON ({exc})") from exc
         return cls.from_dict(data, source)
 
-    def validate(self) -> ScenarioConfig:
+    def validate(self, check_files: bool = True) -> ScenarioConfig:
+        """Check every field; FedECGError names the problem. ``check_files=False`` skips what depends on this
+        machine's files (whether the ``init`` base exists here): a resumed run continues from its checkpoint,
+        and a site never needs the server's base file."""
         checks = [
             (self.rounds >= 1, "rounds must be >= 1"),
             (self.train.local_steps >= 1, "train.local_steps must be >= 1"),
@@ -167,17 +175,27 @@ class ScenarioConfig:
             (0 <= self.dp.delta < 1, "dp.delta must be in [0, 1)"),
             (0 < self.strategy.fraction_train <= 1, "strategy.fraction_train must be in (0, 1]"),
             (self.strategy.min_replies >= 1, "strategy.min_replies must be >= 1"),
+            (0.0 <= self.strategy.ema_decay < 1.0,
+             f"strategy.ema_decay must be in [0, 1) (0 = no EMA), got {self.strategy.ema_decay}"),
+            (bool(self.init.strip()), "init must be none, builtin:<name> or the path of a checkpoint file"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise FedECGError(f"scenario {self.name!r}: {msg}")
         self.model.resolve()
+        if check_files and self.init != "none":
+            from sssd.pretrained import resolve_init
+
+            try:
+                resolve_init(self.init)
+            except FedECGError as exc:
+                raise FedECGError(f"scenario {self.name!r}: {exc}") from exc
         return self
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> ScenarioConfig:
-    """Read a scenario YAML, apply ``key=value`` overrides, validate. Relative dataset paths are resolved
-    against the YAML's folder."""
+    """Read a scenario YAML, apply ``key=value`` overrides, validate. Relative dataset and init paths are
+    resolved against the YAML's folder (then the working directory)."""
     path = Path(path)
     if not path.is_file():
         raise FedECGError(f"scenario file not found: {path}")
@@ -192,6 +210,15 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     if isinstance(ds, str) and ds not in ("demo",) and not Path(ds).is_absolute():
         candidate = (path.parent / ds).resolve()
         data["dataset"] = str(candidate if candidate.exists() else Path(ds).resolve())
+    init = data.get("init")
+    if init is None and "init" in data:
+        data["init"] = "none"  # `init: null` in YAML
+    elif isinstance(init, str) and init.strip() not in ("none", "") and not init.startswith("builtin:"):
+        p = Path(init.strip()).expanduser()
+        if not p.is_absolute():
+            candidate = (path.parent / p).resolve()
+            p = candidate if candidate.exists() else p.resolve()
+        data["init"] = str(p)
     data.setdefault("name", path.stem)
     return ScenarioConfig.from_dict(data, str(path)).validate()
 

@@ -6,21 +6,30 @@ federated evaluation (validation loss at the sites) → append metrics, update t
 checkpoint atomically. A round with fewer than ``strategy.min_replies`` accepted replies keeps the previous model.
 Starting from an existing run directory continues after its last checkpointed round (``--resume``); with the same
 seed the result equals an uninterrupted run.
+
+Round 1 starts from the scenario's ``init`` base (sssd.pretrained; recorded in RUN_DIR/base.json) or, with
+``init: none``, from a seeded fresh initialisation. After every round's aggregation the server updates an EMA of
+the global model (server.ema, ``strategy.ema_decay``; 0 = off), saved as ``ema_state_dict`` in every checkpoint
+and restored on resume. A resumed run never re-reads the base: it continues from its checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
+from fedecg.errors import FedECGError
 from fedecg.io import append_jsonl, atomic_write_json
+from server.ema import update_ema
 from server.rundir import CHECKPOINT_FORMAT, RunDir
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.validation import Verdict, check_reply, site_of
@@ -36,8 +45,16 @@ class ServerSettings:
     show_progress: bool = False
 
 
-def initial_state(cfg: ScenarioConfig) -> dict[str, np.ndarray]:
-    """Freshly initialised denoiser weights, deterministic in the run seed (global RNG untouched)."""
+def initial_state(cfg: ScenarioConfig, base=None) -> dict[str, np.ndarray]:
+    """The round-1 global weights: the ``init`` base's weights (``base``: an already loaded
+    sssd.pretrained.Base, else it is loaded and checked against the scenario's model), or with ``init: none``
+    freshly initialised denoiser weights, deterministic in the run config (global RNG untouched)."""
+    if cfg.init != "none":
+        if base is None:
+            from sssd.pretrained import load_base
+
+            base = load_base(cfg.init, cfg.model.resolve())
+        return {k: np.array(v, copy=True) for k, v in base.state.items()}
     import torch
 
     from client.training import derive_seed
@@ -56,14 +73,23 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
     rd = RunDir(settings.run_dir)
     cfg = rd.read_config()
     ckpt = rd.load_latest()
-    if ckpt is not None:
-        start = int(ckpt["round"])
-        weights = {k: v.detach().cpu().numpy() for k, v in ckpt["state_dict"].items()}
-        ledger = ckpt.get("privacy_ledger") or _new_ledger(cfg)
-        rd.truncate_metrics(start)
-        log.info("resuming %s after round %d of %d", rd.path, start, cfg.rounds)
-    else:
-        start, weights, ledger = 0, initial_state(cfg), _new_ledger(cfg)
+    try:
+        if ckpt is not None:
+            start = int(ckpt["round"])
+            weights = {k: v.detach().cpu().numpy() for k, v in ckpt["state_dict"].items()}
+            ledger = ckpt.get("privacy_ledger") or _new_ledger(cfg)
+            base_info = check_base_unchanged(rd, cfg, ckpt.get("base"))
+            ema = _resumed_ema(cfg, ckpt, weights)
+            rd.truncate_metrics(start)
+            log.info("resuming %s after round %d of %d", rd.path, start, cfg.rounds)
+        else:
+            base = start_base(rd, cfg)
+            start, weights, ledger = 0, initial_state(cfg, base), _new_ledger(cfg)
+            base_info = {"init": cfg.init, "sha256": base.sha256 if base is not None else None}
+            ema = _copy(weights) if cfg.strategy.ema_decay > 0 else None
+    except FedECGError as exc:
+        rd.write_status("failed", round=rd.latest_round(), error=f"{type(exc).__name__}: {exc}")
+        raise
     n_expected = _expected_sites(rd)
     strategy = build_strategy(cfg, num_sampled=n_expected or cfg.strategy.min_train_nodes,
                               max_nodes=n_expected or None)
@@ -71,7 +97,10 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
         restore_strategy_state(strategy, ckpt.get("strategy_state", {}))
     rd.write_status("running", round=start)
 
-    base_config = {P.RUN_CONFIG_JSON: cfg.to_json(), P.RUN_NAME: settings.run_name}
+    # the sites get the config without the server's base path: the base reaches them as round 1's weights,
+    # and a path on the server means nothing (and would not validate) at a hospital
+    site_cfg = dataclasses.replace(cfg, init="none")
+    base_config = {P.RUN_CONFIG_JSON: site_cfg.to_json(), P.RUN_NAME: settings.run_name}
     if settings.simulation:
         base_config[P.MANIFEST_PATH] = str(rd.manifest_path.resolve())
         base_config[P.SIM_STATE_ROOT] = str((rd.path / "node-state").resolve())
@@ -104,6 +133,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
                 empty_rounds.append(rnd)
                 log.error("round %d: only %d accepted replies (< min_replies %d): model unchanged",
                           rnd, len(accepted), cfg.strategy.min_replies)
+            if ema is not None:  # every round, after aggregation (an unchanged model pulls the EMA towards it)
+                ema = update_ema(ema, weights, cfg.strategy.ema_decay, rnd)
             site_metrics = _site_train_metrics(replies, verdicts)
             _update_ledger(ledger, rnd, site_metrics, n_expected or len(site_metrics),
                            cfg.strategy.client_dp_noise)
@@ -115,7 +146,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             _merge_eval_metrics(site_metrics, eval_replies, node_names)
             row = {"round": rnd, "time": time.time(), "sites": site_metrics,
                    "server": _server_summary(site_metrics, verdicts, time.perf_counter() - t0, t_train)}
-            payload = _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd, settings)
+            payload = _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd, settings, ema, base_info)
             append_jsonl(rd.metrics_path, row)
             atomic_write_json(rd.ledger_path, ledger)
             rd.save_checkpoint(rnd, payload, keep=cfg.output.keep_checkpoints)
@@ -135,6 +166,67 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             board.close()
     rd.write_status("completed", round=cfg.rounds, rounds_without_update=empty_rounds)
     return weights
+
+
+# ---- base and EMA -----------------------------------------------------------------------------------------
+
+
+def start_base(rd: RunDir, cfg: ScenarioConfig):
+    """A new run's base (sssd.pretrained.Base, checked against the scenario's model), or None for
+    ``init: none``. Writes RUN_DIR/base.json unless prepare_run already did; if it did, the base file must
+    still be the one it recorded."""
+    if cfg.init == "none":
+        return None
+    from sssd.pretrained import load_base
+
+    base = load_base(cfg.init, cfg.model.resolve())
+    recorded = rd.read_base()
+    if recorded is None:
+        rd.write_base(base.record(cfg.init))
+    elif recorded.get("sha256") != base.sha256:
+        raise FedECGError(_changed(rd, recorded, base.sha256))
+    return base
+
+
+def check_base_unchanged(rd: RunDir, cfg: ScenarioConfig, ckpt_base: dict | None) -> dict:
+    """On resume: if RUN_DIR/base.json exists, its base file must still hash to the recorded SHA-256
+    (FedECGError otherwise); a vanished file only gets a warning, resuming needs the checkpoint alone.
+    Returns the ``base`` entry for the next checkpoints."""
+    from sssd.pretrained import file_sha256
+
+    recorded = rd.read_base()
+    if recorded is not None:
+        path = Path(str(recorded.get("path", "")))
+        if not path.is_file():
+            log.warning("base %s (%s) recorded in %s is gone; resuming from the checkpoint, which does not "
+                        "need it", recorded.get("init"), path, rd.base_path)
+        elif (sha := file_sha256(path)) != recorded.get("sha256"):
+            raise FedECGError(_changed(rd, recorded, sha))
+    if isinstance(ckpt_base, dict):
+        return {"init": ckpt_base.get("init"), "sha256": ckpt_base.get("sha256")}
+    if recorded is not None:
+        return {"init": recorded.get("init"), "sha256": recorded.get("sha256")}
+    return {"init": cfg.init, "sha256": None}
+
+
+def _changed(rd: RunDir, recorded: dict, sha: str) -> str:
+    return (f"base {recorded.get('init')} ({recorded.get('path')}) changed since this run started: sha256 "
+            f"{str(recorded.get('sha256'))[:16]}... in {rd.base_path}, now {sha[:16]}...; put the original file "
+            "back (or remove it: resuming needs only the checkpoint), or start a new run directory")
+
+
+def _resumed_ema(cfg: ScenarioConfig, ckpt: dict, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    if cfg.strategy.ema_decay <= 0:
+        return None
+    sd = ckpt.get("ema_state_dict")
+    if sd is None:  # a run directory written before the server kept an EMA
+        log.warning("checkpoint of round %s has no EMA: the EMA restarts from its global weights", ckpt["round"])
+        return _copy(weights)
+    return {k: v.detach().cpu().numpy().copy() for k, v in sd.items()}
+
+
+def _copy(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.array(v, copy=True) for k, v in weights.items()}
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -234,14 +326,18 @@ def _server_summary(site_metrics, verdicts, seconds: float, train_seconds: float
                                           default=0.0)}
 
 
-def _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd: RunDir, settings: ServerSettings) -> dict:
+def _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd: RunDir, settings: ServerSettings,
+                        ema: dict[str, np.ndarray] | None = None, base_info: dict | None = None) -> dict:
     import torch
 
     from ptbxl.labels import LabelVocab
 
     return {"format": CHECKPOINT_FORMAT, "round": rnd, "model_config": cfg.model.resolve().to_dict(),
             "state_dict": {k: torch.from_numpy(np.array(v)) for k, v in weights.items()},
-            "ema_state_dict": None, "label_codes": list(LabelVocab.default().codes),
+            "ema_state_dict": None if ema is None else {k: torch.from_numpy(np.array(v)) for k, v in ema.items()},
+            "ema_decay": float(cfg.strategy.ema_decay),
+            "base": dict(base_info) if base_info is not None else {"init": cfg.init, "sha256": None},
+            "label_codes": list(LabelVocab.default().codes),
             "demographics": _demographics_spec(), "run_config": cfg.to_dict(),
             "run_name": settings.run_name, "privacy_ledger": json.loads(json.dumps(ledger)),
             "strategy_state": strategy_state(strategy), "rng_state": {"python_random": random.getstate()},

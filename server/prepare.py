@@ -1,4 +1,4 @@
-"""Create a run directory from a scenario (config snapshot, dataset, partition manifest) or reopen one.
+"""Create a run directory from a scenario (config snapshot, dataset, partition manifest, base.json) or reopen one.
 
 ``dataset: demo`` means the built-in demo dataset: generated once into the cache folder ($FEDECG_CACHE,
 default ~/.cache/fedecg) in PTB-XL layout and reused by later runs.
@@ -62,8 +62,15 @@ def prepare_run(scenario: Path | None, overrides: list[str], run_dir: Path | Non
     if scenario is None:
         raise FedECGError("a scenario file is required to start a new run")
     cfg = load_scenario(scenario, overrides)
+    base = None
+    if cfg.init != "none":  # a base that does not fit the scenario's model fails here, before any folder exists
+        from sssd.pretrained import load_base
+
+        base = load_base(cfg.init, cfg.model.resolve())
     rd = PreparedRun(run_dir or Path("runs") / f"{cfg.name}-{uuid.uuid4().hex[:6]}")
     rd.path.mkdir(parents=True, exist_ok=True)
+    if base is not None:
+        rd.write_base(base.record(cfg.init))
     if partition:
         from ptbxl.layout import read_database
         from ptbxl.partition import partition_dataset

@@ -2,10 +2,11 @@
 
 ```
 RUN_DIR/config.yaml            the resolved scenario (ScenarioConfig)
+RUN_DIR/base.json              the pretrained base the run started from (init, path, sha256, card); init != none
 RUN_DIR/manifest.json          partition manifest (simulation)
 RUN_DIR/metrics.jsonl          one JSON object per finished round (appended + fsynced)
 RUN_DIR/privacy_ledger.json    per-site DP-SGD history as reported by the sites (+ client-level DP if used)
-RUN_DIR/checkpoints/round-NNNN.pt, latest.pt   atomic (temp file + rename)
+RUN_DIR/checkpoints/round-NNNN.pt, latest.pt   atomic (temp file + rename); global weights + server EMA
 RUN_DIR/status.json            running | completed | failed (+ error)
 ```
 A round counts as complete once its checkpoint is on disk; ``--resume`` continues from the last such round
@@ -49,6 +50,10 @@ class RunDir:
         return self.path / "privacy_ledger.json"
 
     @property
+    def base_path(self) -> Path:
+        return self.path / "base.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
@@ -61,10 +66,28 @@ class RunDir:
         atomic_write_text(self.config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     def read_config(self) -> ScenarioConfig:
+        """The run's config, validated without looking for its ``init`` base file (a run continues from its
+        checkpoints; base.json records the base)."""
         if not self.config_path.is_file():
             raise FedECGError(f"{self.path} is not a run directory (no config.yaml)")
         data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        return ScenarioConfig.from_dict(data, str(self.config_path)).validate()
+        return ScenarioConfig.from_dict(data, str(self.config_path)).validate(check_files=False)
+
+    # ---- pretrained base -----------------------------------------------------------------------------
+    def write_base(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.base_path, record)
+
+    def read_base(self) -> dict | None:
+        """base.json, or None when the run has none (init: none)."""
+        import json
+
+        if not self.base_path.is_file():
+            return None
+        try:
+            return json.loads(self.base_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise FedECGError(f"{self.base_path}: not valid JSON ({exc})") from exc
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def completed_rounds(self) -> list[int]:

@@ -2,7 +2,8 @@
 
 Payload (docs/INTERFACES.md): ``{"format": "fedecg-checkpoint/1", "round", "model_config", "state_dict",
 "ema_state_dict" | None, "label_codes", "demographics", "run_config", "privacy_ledger", "rng_state",
-"manifest_path"}``. Files are read with ``torch.load(weights_only=True)`` (no arbitrary pickles), so
+"manifest_path", "base"}`` (``base``: ``{"init", "sha256"}`` of the pretrained base a federation started
+from, see sssd.pretrained). Files are read with ``torch.load(weights_only=True)`` (no arbitrary pickles), so
 payload values must be tensors, numbers, strings, bools, None and lists/dicts/tuples of these.
 """
 
@@ -63,6 +64,14 @@ def _validate(payload: Any, path: Path) -> None:
             raise FedECGError(f"checkpoint {path}: {key} must be a dict of tensors")
 
 
+def preferred_state(ckpt: dict[str, Any], ema: bool = True) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights to use from a loaded checkpoint and which they are: ``(ema_state_dict, "ema")`` when
+    present and ``ema`` is true, else ``(state_dict, "state_dict")``."""
+    if ema and ckpt.get("ema_state_dict") is not None:
+        return ckpt["ema_state_dict"], "ema"
+    return ckpt["state_dict"], "state_dict"
+
+
 def build_model(
     ckpt: dict[str, Any], device: str | torch.device = "cpu", ema: bool = True
 ) -> tuple[torch.nn.Module, ModelConfig]:
@@ -71,7 +80,7 @@ def build_model(
     from sssd.model import SSSDDenoiser
 
     cfg = ModelConfig.from_dict(ckpt["model_config"])
-    sd = ckpt.get("ema_state_dict") if ema and ckpt.get("ema_state_dict") is not None else ckpt["state_dict"]
+    sd, _ = preferred_state(ckpt, ema)
     model = SSSDDenoiser(cfg)
     try:
         model.load_state_dict(sd, strict=True)
