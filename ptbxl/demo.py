@@ -12,6 +12,7 @@ and weight for ~57 % of records. Nothing in it is PTB-XL data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,7 +73,9 @@ def _site_profile_weights(site: int, rng: np.random.Generator) -> np.ndarray:
     return w / w.sum()
 
 
-def _metadata(n_records: int, n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
+def demo_metadata(n_records: int, n_sites: int, rng: np.random.Generator) -> pd.DataFrame:
+    """PTB-XL-layout metadata (28 columns) for ``n_records`` synthetic records over ``n_sites`` skewed sites;
+    ``attrs["codes"]`` holds the scp_codes dicts."""
     rows, ecg_id, patient_id = [], 1, 1000
     for site, size in enumerate(_site_sizes(n_records, n_sites)):
         weights = _site_profile_weights(site, rng)
@@ -144,6 +147,21 @@ def _metadata(n_records: int, n_sites: int, rng: np.random.Generator) -> pd.Data
     return out
 
 
+def synthesize_records(
+    meta: pd.DataFrame, seed: int, high_rate: bool = True
+) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+    """Per row of ``demo_metadata``: ``(12-lead 500 Hz or None, 12-lead 100 Hz)`` float64 mV. Record ``ecg_id``
+    draws from its own generator seeded ``[seed, ecg_id]`` (so a record is the same whatever else is made)."""
+    from scipy.signal import resample_poly
+
+    for row, codes in zip(meta.itertuples(index=False), meta.attrs["codes"], strict=True):
+        rec_rng = np.random.default_rng([seed, int(row.ecg_id)])
+        age = 90.0 if not np.isfinite(row.age) or row.age > 89 else float(row.age)
+        hi8 = synth_ecg8(set(codes), age, int(row.sex), FS_HIGH, DURATION_S, rec_rng)
+        lo8 = resample_poly(hi8, FS, FS_HIGH, axis=-1)
+        yield (full_12_leads(hi8) if high_rate else None), full_12_leads(lo8)
+
+
 def _write_record(path: Path, sig12: np.ndarray, fs: int) -> None:
     digital = np.clip(np.round(sig12.T * ADC_GAIN), -32767, 32767).astype(np.int16)
     write_format16(path.parent, path.name, digital, fs, WFDB_LEAD_NAMES, adc_gain=ADC_GAIN)
@@ -157,25 +175,19 @@ def make_demo_dataset(
 
     Raises FedECGError when ``dest`` exists and is not empty (unless ``overwrite``) or the sizes are
     invalid."""
-    from scipy.signal import resample_poly
-
     dest = Path(dest)
     if n_records < n_sites or n_sites < 1:
         raise FedECGError(f"demo: need n_records >= n_sites >= 1 (got {n_records}, {n_sites})")
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise FedECGError(f"{dest}: exists and is not empty (pass overwrite=True / --overwrite)")
     rng = np.random.default_rng(seed)
-    meta = _metadata(n_records, n_sites, rng)
+    meta = demo_metadata(n_records, n_sites, rng)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        for row, codes in zip(meta.itertuples(index=False), meta.attrs["codes"], strict=False):
-            rec_rng = np.random.default_rng([seed, int(row.ecg_id)])
-            age = 90.0 if not np.isfinite(row.age) or row.age > 89 else float(row.age)
-            hi8 = synth_ecg8(set(codes), age, int(row.sex), FS_HIGH, DURATION_S, rec_rng)
-            lo8 = resample_poly(hi8, FS, FS_HIGH, axis=-1)
-            _write_record(tmp / row.filename_hr, full_12_leads(hi8), FS_HIGH)
-            _write_record(tmp / row.filename_lr, full_12_leads(lo8), FS)
+        for row, (hi12, lo12) in zip(meta.itertuples(index=False), synthesize_records(meta, seed), strict=True):
+            _write_record(tmp / row.filename_hr, hi12, FS_HIGH)
+            _write_record(tmp / row.filename_lr, lo12, FS)
         meta.to_csv(tmp / DATABASE_CSV, index=False)
         statements_frame().to_csv(tmp / STATEMENTS_CSV)
         atomic_write_text(tmp / "RECORDS", "".join(f"{f}\n" for f in meta["filename_lr"]))

@@ -18,19 +18,26 @@ import numpy as np
 _DEG = np.pi / 180
 # Lead vectors (unit-ish) for I, II and V1..V6; the other limb leads are derived from I and II.
 _FRONTAL = {"I": 0.0, "II": 60.0}
-_CHEST_ANGLES = (115.0, 90.0, 70.0, 50.0, 25.0, 0.0)  # horizontal plane, from the patient's left to anterior
-# Chest electrodes sit closer to the heart than limb electrodes: larger gains, largest over V2-V4 (fitted so
-# the median peak-to-peak per lead is close to PTB-XL's; see docs/data.md).
-_CHEST_GAINS = (1.55, 2.15, 2.0, 1.9, 1.55, 1.2)
+# Precordial lead vectors (x, y, z) in the dipole frame. Started from a horizontal-plane fan (V1 at 115° to V6 at
+# 0°, gains 1.2-2.15: chest electrodes sit closer to the heart) and then fitted, together with the R, S and T
+# wave vectors, the rotation spread and the noise level, so that the mean inter-lead correlation matrix and the
+# median per-lead peak-to-peak of the generator match those of the public PTB-XL subset's folds 1-8
+# (aggregate statistics only; scipy Powell on 240 records; mean |ΔR| 0.29 → 0.10; see docs/data.md).
+_CHEST_VECTORS = (
+    (-1.78, 0.18, 1.46),
+    (-1.23, 0.17, 2.38),
+    (0.00, 0.16, 1.91),
+    (0.74, -0.06, 1.46),
+    (1.69, -0.77, 0.64),
+    (1.32, 0.19, 0.11),
+)
+_ROTATION_DEG = 13.1  # per-patient random rotation of the heart (std per axis)
+_NOISE_MV = 0.10  # white measurement noise per lead at the synthesis rate (mV; ≈ 0.045 mV after resampling to 100 Hz)
 
 
 def _lead_matrix() -> np.ndarray:
     rows = [[np.cos(a * _DEG), np.sin(a * _DEG), 0.0] for a in _FRONTAL.values()]
-    rows += [
-        [g * np.cos(a * _DEG), g * 0.15, g * np.sin(a * _DEG)]
-        for a, g in zip(_CHEST_ANGLES, _CHEST_GAINS, strict=True)
-    ]
-    return np.asarray(rows)  # (8, 3): I, II, V1..V6
+    return np.asarray(rows + [list(r) for r in _CHEST_VECTORS])  # (8, 3): I, II, V1..V6
 
 
 LEAD_MATRIX = _lead_matrix()
@@ -49,8 +56,8 @@ def normal_shape() -> BeatShape:
         {
             "P": (-0.17, 0.022, v([0.09, 0.12, 0.02])),
             "Q": (-0.028, 0.009, v([-0.10, 0.05, 0.30])),
-            "R": (0.0, 0.011, v([0.75, 0.60, 0.23])),
-            "S": (0.03, 0.011, v([-0.10, -0.25, -0.62])),
+            "R": (0.0, 0.011, v([0.71, 0.81, 0.19])),
+            "S": (0.03, 0.011, v([-0.25, -0.18, -0.63])),
             "ST": (0.12, 0.045, v([0.0, 0.0, 0.0])),
             "T": (0.28, 0.055, v([0.20, 0.17, 0.18])),
         }
@@ -166,9 +173,9 @@ def synth_ecg8(
     """(8, fs·duration) float64 mV for leads I, II, V1..V6 (noise-free dipole model plus baseline/noise)."""
     shape = normal_shape()
     rhythm = apply_labels(shape, codes, rng)
-    rot = _rotation(rng, 12.0)
+    rot = _rotation(rng, _ROTATION_DEG)
     gain = (
-        float(np.exp(rng.normal(0, 0.15))) * (0.85 if sex == 1 else 1.0) * (1.1 - 0.004 * (min(age, 90) - 50))
+        0.8 * float(np.exp(rng.normal(0, 0.15))) * (0.85 if sex == 1 else 1.0) * (1.1 - 0.004 * (min(age, 90) - 50))
     )
     n = int(round(fs * duration))
     t = np.arange(n) / fs
@@ -200,7 +207,7 @@ def synth_ecg8(
         2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 2 * np.pi)
     )
     ecg += LEAD_MATRIX @ wander
-    ecg += rng.normal(0, 0.008, size=ecg.shape)
+    ecg += rng.normal(0, _NOISE_MV, size=ecg.shape)
     return ecg
 
 

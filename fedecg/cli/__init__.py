@@ -22,7 +22,7 @@ for _message in ("Secure RNG turned off", "Full backward hook is firing", "The g
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 # module name under fedecg.cli → owner room
-_COMMAND_MODULES = ("data", "bench", "run", "synthesize", "evaluate", "privacy", "audit", "deploy")
+_COMMAND_MODULES = ("data", "bench", "run", "pretrain", "synthesize", "evaluate", "privacy", "audit", "deploy")
 
 app = typer.Typer(
     name="fedecg",
