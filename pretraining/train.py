@@ -186,6 +186,7 @@ def pretrain(s: PretrainSettings) -> dict:
         data_gen = torch.Generator().manual_seed(s.seed * 1_000_003 + 1)
         loss_gen = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + 2)
         step, total, history, elapsed = 0, s.steps, [], 0.0
+        running = []  # (loss, eps_mse, mel) of the steps since the last history row
 
         sp = state_path(out)
         if s.resume:
@@ -201,13 +202,14 @@ def pretrain(s: PretrainSettings) -> dict:
             data_gen.set_state(st["data_gen"])
             loss_gen.set_state(st["loss_gen"])
             step, total, history, elapsed = int(st["step"]), int(st["total"]), list(st["history"]), st["elapsed"]
+            running = [tuple(r) for r in st.get("running", [])]  # the partial log window (when log_every
+            # does not divide save_every), so the resumed loss history equals the uninterrupted one
             log.info("resuming pretraining at step %d of %d", step, total)
         elif sp.exists():
             log.info("starting over: %s exists (pass --resume to continue it)", sp)
 
         bar = _progress_bar(s.progress, total or None, step)
         t_start = time.perf_counter() - elapsed
-        running = []
         while total == 0 or step < total:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, max(total, s.warmup_steps + 1), s)
@@ -253,7 +255,7 @@ def pretrain(s: PretrainSettings) -> dict:
             if step % s.save_every == 0 or step == total:
                 elapsed = time.perf_counter() - t_start
                 _save_state(sp, model, ema, optimizer, data_gen, loss_gen, step, total, history, elapsed,
-                            model_cfg, s)
+                            model_cfg, s, running)
                 _save_base(out, model, ema, model_cfg, step, s, corpus)
         if bar is not None:
             bar.close()
@@ -269,14 +271,15 @@ def pretrain(s: PretrainSettings) -> dict:
 # ---- files ------------------------------------------------------------------------------------------------
 
 
-def _save_state(path, model, ema, optimizer, data_gen, loss_gen, step, total, history, elapsed, model_cfg, s):
+def _save_state(path, model, ema, optimizer, data_gen, loss_gen, step, total, history, elapsed, model_cfg, s,
+                running=()):
     from fedecg.io import atomic_save
 
     payload = {"format": STATE_FORMAT, "step": step, "total": total, "elapsed": elapsed,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "ema": [e.detach().cpu() for e in ema], "optimizer": optimizer.state_dict(),
                "data_gen": data_gen.get_state(), "loss_gen": loss_gen.get_state().cpu(),
-               "history": history, "model_config": model_cfg.to_dict(),
+               "history": history, "running": [list(r) for r in running], "model_config": model_cfg.to_dict(),
                "settings": {k: v for k, v in dataclasses.asdict(s).items() if k != "resume"}}
     atomic_save(path, lambda fh: torch.save(payload, fh))
 
@@ -356,11 +359,24 @@ def _param_shapes(model_cfg):
 
 
 def _command(s: PretrainSettings) -> str:
-    parts = [f"fedecg pretrain --dataset {s.dataset} --preset {s.preset} --out {s.out}"]
-    parts.append(f"--steps {s.steps}" if s.steps else f"--minutes {s.minutes:g}")
-    parts.append(f"--batch {s.batch_size} --lr {s.lr:g} --ema-decay {s.ema_decay:g} --seed {s.seed}")
+    """The `fedecg pretrain` command line that reproduces these settings (every option that changes the weights
+    or the card; settings the CLI does not expose, e.g. weight_decay, are in the card's training block)."""
+    import shlex
+
+    def num(v) -> str:
+        return repr(float(v)) if isinstance(v, float) else str(v)
+
+    q = shlex.quote
+    parts = [f"fedecg pretrain --dataset {q(s.dataset)} --preset {q(s.preset)} --out {q(str(s.out))}"]
+    parts.append(f"--steps {s.steps}" if s.steps else f"--minutes {num(s.minutes)}")
+    parts.append(f"--batch {s.batch_size} --lr {num(s.lr)} --warmup {s.warmup_steps} "
+                 f"--ema-decay {num(s.ema_decay)} --seed {s.seed} --precision {q(s.precision)}")
     if s.dataset == "demo":
         parts.append(f"--records {s.corpus_records}")
+    parts += [f"--set {q(f'{k}={json.dumps(v)}')}" for k, v in sorted(s.model_overrides.items())]
+    if s.device != "auto":
+        parts.append(f"--device {q(s.device)}")
+    parts.append(f"--eval-samples {s.eval_samples} --sampler-steps {s.sampler_steps}")
     return " ".join(parts)
 
 

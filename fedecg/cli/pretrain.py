@@ -33,7 +33,8 @@ def pretrain_cmd(
                                      "metrics (0 = skip)."),
     sampler_steps: int = typer.Option(50, "--sampler-steps", help="DDIM steps for those samples."),
     set_: list[str] = typer.Option([], "--set", help="Model field override key=value (e.g. mel_lambda=0)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the training state next to OUT (<stem>.train-state)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the training state next to OUT "
+                                "(<stem>.train-state)."),
 ) -> None:
     """Pretrain the SSSD-MIDT denoiser centrally on public data, with EMA; writes a base + model card."""
     import yaml
