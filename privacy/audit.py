@@ -30,6 +30,13 @@ Metrics (s = a synthetic ECG, NN_k(s, R) = its k-th nearest record in set R, d =
   local scale): the share of synthetic ECGs with NNDR(s) < τ (default τ = 1/3: the nearest training record is
   at least 3× closer than any other). The same share computed for real holdout ECGs against train is the
   baseline false-positive rate of the criterion.
+
+**Public base corpus** (:func:`base_corpus_audit`, when the federation started from a pretrained base): the same
+nearest-neighbour distances of the synthetic ECGs to the records that trained the base (public data), with the
+sites' lead scales so that DCR_base and DCR_train are on one scale. Each synthetic ECG's closest training
+record is "base" when DCR_base(s) < DCR_train(s) (a tie, e.g. a record in both sets, counts as "site": private
+wins), the base near-copy criterion is NNDR over the base corpus < τ. These are reported apart: the verdict on
+the sites' records (everything above) never sees a base record.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ class MemorizationResult:
     nndr: np.ndarray  # (N,)
     baseline_nndr: np.ndarray  # (M,) holdout → full train
     summary: dict = field(default_factory=dict)
+    scales: np.ndarray | None = None  # (L,) per-lead scales of the training set (the distance's s_l)
+    baseline_dcr: np.ndarray | None = None  # (M,) holdout → full train, d to the closest training record
 
     @property
     def near_copy_share(self) -> float:
@@ -244,4 +253,70 @@ def memorization_audit(
             ],
         },
     }
-    return MemorizationResult(dcr_t, dcr_h, nn, nndr, base_nndr, summary)
+    return MemorizationResult(dcr_t, dcr_h, nn, nndr, base_nndr, summary, scales, base_nn.distance[:, 0])
+
+
+def base_corpus_audit(
+    synthetic: np.ndarray,
+    base: np.ndarray,
+    mem: MemorizationResult,
+    holdout: np.ndarray,
+    cfg: AuditConfig | None = None,
+    device: torch.device | str = "cpu",
+    base_ids: np.ndarray | None = None,
+) -> tuple[dict, np.ndarray]:
+    """Distances of the synthetic ECGs to the public base corpus ``base`` (module docstring), next to the
+    sites' audit ``mem`` (same synthetic ECGs, same distance and lead scales). Returns a JSON-able summary
+    and DCR_base (N,). The real ``holdout`` ECGs give the chance baselines (their share closest to a base
+    record, their base near-copy share)."""
+    cfg = cfg or AuditConfig()
+    if base.shape[1:] != synthetic.shape[1:]:
+        raise FedECGError(f"base corpus records have shape {base.shape[1:]}, synthetic ECGs {synthetic.shape[1:]}")
+    if mem.scales is None or mem.baseline_dcr is None:
+        raise FedECGError("base_corpus_audit needs the sites' audit (memorization_audit) of the same ECGs")
+    k = min(2, len(base))
+    nn = _search(synthetic, base, mem.scales, cfg, k, device)
+    dcr_b = nn.distance[:, 0]
+    hold_nn = _search(holdout, base, mem.scales, cfg, k, device)
+    public = dcr_b < mem.dcr_train  # ties (the same record in both sets) count as private
+    ids = None if base_ids is None else np.asarray(base_ids)
+    out = {
+        "n_records": len(base),
+        "dcr": _stats(dcr_b),
+        "baseline_holdout_to_base": _stats(hold_nn.distance[:, 0]),
+        "closest": {
+            "rule": "base if d(s, nearest base record) < d(s, nearest site training record); ties count as site",
+            "n_base": int(public.sum()),
+            "n_site": int((~public).sum()),
+            "share_base": float(public.mean()),
+            "baseline_holdout_share_base": float(np.mean(hold_nn.distance[:, 0] < mem.baseline_dcr)),
+            "nearest": ["base" if p else "site" for p in public],
+        },
+        "near_copy": None,
+    }
+    if k == 2:
+        nndr = _nndr(nn)
+        near = nndr < cfg.near_copy_ratio
+        worst = np.argsort(nndr, kind="stable")[: cfg.n_worst]
+        out["near_copy"] = {
+            "threshold": cfg.near_copy_ratio,
+            "criterion": "d(s, NN1_base) / d(s, NN2_base) < threshold",
+            "count": int(near.sum()),
+            "share": float(near.mean()),
+            "count_closest_to_base": int((near & public).sum()),
+            "baseline_holdout_share": float((_nndr(hold_nn) < cfg.near_copy_ratio).mean()),
+            "nndr_median": float(np.median(nndr)),
+            "worst": [
+                {
+                    "synthetic_index": int(i),
+                    "base_index": int(nn.index[i, 0]),
+                    "base_ecg_id": None if ids is None else ids[nn.index[i, 0]].item(),
+                    "d1": float(nn.distance[i, 0]),
+                    "d2": float(nn.distance[i, 1]),
+                    "nndr": float(nndr[i]),
+                    "closest": "base" if public[i] else "site",
+                }
+                for i in worst
+            ],
+        }
+    return out, dcr_b

@@ -156,3 +156,230 @@ def synthesize_like(
         out.append(x.float().cpu().numpy())
         log.info("synthesized %d/%d", min(b0 + batch_size, n), n)
     return np.concatenate(out).astype(np.float32), rows
+
+
+# ---- the public base corpus (RUN_DIR/base.json) -------------------------------------------------------------
+
+BASE_FILE = "base.json"
+DEFAULT_BASE_MAX_RECORDS = 4000  # base-corpus records compared at most (synthetic: regenerated, ≈ 25 ms each)
+OVERLAP_IDS_SHOWN = 50  # ecg_ids listed in an overlap block (the count is always complete)
+
+
+@dataclass(frozen=True)
+class BaseCorpus:
+    """The records that trained the run's pretrained base, as far as they can be had here.
+
+    ``arrays`` is None when they cannot (``reason`` says why); ``listed_ids`` are all the ecg_ids the model
+    card names (folder corpora only: generated records have ids that name no patient record)."""
+
+    record: dict  # RUN_DIR/base.json
+    source: str  # "synthetic" | "folder" | "unknown"
+    arrays: object | None  # ptbxl.dataset.ECGArrays
+    reason: str | None
+    n_card: int | None  # records the card says trained the base
+    max_records: int
+    capped: bool
+    selection: str
+    listed_ids: tuple[int, ...] = ()
+    root: Path | None = None  # folder corpora: the folder, when reachable here
+    root_named: str | None = None  # folder corpora: the folder as the card names it
+    notes: tuple[str, ...] = ()  # caveats the report repeats (e.g. generator version unknown)
+
+    @property
+    def available(self) -> bool:
+        return self.arrays is not None
+
+
+def read_base_record(run_dir: str | Path) -> dict | None:
+    """``RUN_DIR/base.json`` (written when the run started from a pretrained base), or None."""
+    import json
+
+    path = Path(run_dir) / BASE_FILE
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FedECGError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(rec, dict):
+        raise FedECGError(f"{path}: expected a JSON object, got {type(rec).__name__}")
+    return rec
+
+
+def _int(v) -> int | None:
+    return int(v) if isinstance(v, int | np.integer) and not isinstance(v, bool) else None
+
+
+def load_base_corpus(
+    run_dir: str | Path,
+    max_records: int = DEFAULT_BASE_MAX_RECORDS,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+) -> BaseCorpus | None:
+    """The base's training corpus from the card in ``RUN_DIR/base.json`` (None when the run has no base).
+
+    * synthetic (``generator_seed``, ``n_records``): regenerated with ``pretraining.corpus.synthetic_corpus``;
+      at most ``max_records``: the first ``max_records`` of the corpus (records do not depend on how many
+      are generated, so these are exactly the base's first records);
+    * folder (``root``, ``ecg_ids``): the listed records of the folder when it is reachable here (a seeded
+      random subset of ``max_records`` when there are more); ids missing from the folder are skipped.
+
+    Never raises for a corpus it cannot get: ``arrays`` is then None and ``reason`` starts with "base corpus
+    not available here"."""
+    rec = read_base_record(run_dir)
+    if rec is None:
+        return None
+    card = rec.get("card") if isinstance(rec.get("card"), dict) else {}
+    data = card.get("data") if isinstance(card.get("data"), dict) else {}
+    source = data.get("source") if data.get("source") in ("synthetic", "folder") else "unknown"
+    n_card = _int(data.get("n_records"))
+    max_records = int(max_records)
+
+    def missing(why: str, **kw) -> BaseCorpus:
+        log.warning("base corpus not available here: %s", why)
+        return BaseCorpus(rec, source, None, f"base corpus not available here: {why}", n_card, max_records,
+                          False, "none", **kw)
+
+    if source == "unknown":
+        return missing("the base's model card does not say which records trained it (no card.data.source)")
+    if source == "synthetic":
+        seed_c = _int(data.get("generator_seed"))
+        if seed_c is None or n_card is None or n_card < 1:
+            return missing("the card's synthetic corpus lacks an integer generator_seed / n_records")
+        if max_records < 1:
+            return missing(f"not compared (max_records = {max_records})")
+        notes = _generator_notes(data)
+        if notes and "NOT" in notes[0]:
+            return missing(notes[0])
+        from pretraining.corpus import synthetic_corpus
+
+        n = min(n_card, max_records)
+        log.info("regenerating the base's synthetic corpus: %d of %d records, seed %d", n, n_card, seed_c)
+        arrays, _ = synthetic_corpus(n, seed_c)
+        sel = f"all {n} records" if n == n_card else f"the first {n} of {n_card} records (capped at {max_records})"
+        return BaseCorpus(rec, source, arrays, None, n_card, max_records, n < n_card,
+                          f"{sel}, regenerated from generator seed {seed_c}", notes=notes)
+    ids = tuple(int(i) for i in data.get("ecg_ids") or [] if _int(i) is not None)
+    named = data.get("root")
+    n_card = n_card if n_card is not None else len(ids)
+    kw = {"listed_ids": ids, "root_named": None if named is None else str(named)}
+    if not ids:
+        return missing("the card's folder corpus lists no ecg_ids", **kw)
+    root = Path(str(named)).expanduser() if named else None
+    if root is None or not (root / "ptbxl_database.csv").is_file():
+        return missing(f"folder {named!r} (no ptbxl_database.csv there)", **kw)
+    kw["root"] = root
+    if max_records < 1:
+        return missing(f"not compared (max_records = {max_records})", **kw)
+    from ptbxl.layout import read_database
+
+    meta = read_database(root)
+    present = [i for i in ids if i in meta.index]
+    if not present:
+        return missing(f"none of the card's {len(ids)} ecg_ids is in {root}/ptbxl_database.csv", **kw)
+    gone = len(ids) - len(present)
+    take = present
+    if len(present) > max_records:
+        rng = np.random.default_rng(seed)
+        take = [present[i] for i in np.sort(rng.choice(len(present), max_records, replace=False))]
+    arrays = load_records(root, take, cache_dir)
+    sel = (f"all {len(take)} listed records" if len(take) == len(present)
+           else f"a random subset (seed {seed}) of {len(take)} of {len(present)} listed records (capped at "
+                f"{max_records})")
+    if gone:
+        sel += f"; {gone} listed ecg_ids are not in this copy of the folder"
+    return BaseCorpus(rec, source, arrays, None, n_card, max_records, len(take) < len(present),
+                      f"{sel} of {root}", **kw)
+
+
+def _generator_notes(data: dict) -> tuple[str, ...]:
+    """Regeneration is exact only with the generator that made the corpus: compare the versions when the
+    card records one (``generator_version``; ``ptbxl.demo.GENERATOR_VERSION`` here)."""
+    import ptbxl.demo
+
+    here = getattr(ptbxl.demo, "GENERATOR_VERSION", None)
+    card = data.get("generator_version")
+    if card is None:
+        return (f"the model card does not record the generator version (here: {here}); the regenerated records "
+                "equal the base's only if ptbxl.synth has not changed since the base was trained",)
+    if here is not None and str(card) != str(here):
+        return (f"the base's corpus was made by generator version {card}, this installation has {here}: the "
+                "regenerated records are NOT the base's records",)
+    return ()
+
+
+def fingerprints(x: np.ndarray) -> list[bytes]:
+    """One digest per record of its signal quantised to PTB-XL's resolution (1 µV): equal for the same
+    record whether loaded from WFDB files or generated in memory."""
+    import hashlib
+
+    from ptbxl.constants import ADC_GAIN
+
+    x = np.asarray(x)
+    return [hashlib.blake2b(np.round(r.astype(np.float64) * ADC_GAIN).astype(np.int32).tobytes(),
+                            digest_size=16).digest() for r in x]
+
+
+def _same_folder(a: Path | None, b: Path | None) -> bool:
+    try:
+        return a is not None and b is not None and a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def base_overlap(base: BaseCorpus, records, folder: Path | None, cache_dir: str | Path | None = None) -> dict:
+    """Which of ``records`` (ECGArrays from ``folder``: the sites' training records, or the holdout) are
+    also records of the base's corpus.
+
+    * by ecg_id (folder corpora): an id the card lists is the same record when the base's folder is
+      ``folder``, or when its signal in the base's folder equals the record's; unverifiable (counted,
+      flagged ``unconfirmed``) when the base's folder is not reachable here;
+    * by content (every compared base record, any source): identical signals at 1 µV, whatever the ids.
+    """
+    rec_ids = np.asarray(records.ecg_ids).astype(np.int64)
+    found: set[int] = set()
+    unconfirmed: set[int] = set()
+    basis = []
+    by_id = by_content = 0
+    if base.source == "folder" and base.listed_ids:
+        cand = sorted(set(map(int, rec_ids)) & set(base.listed_ids))
+        if cand and _same_folder(base.root, folder):
+            found |= set(cand)
+            by_id = len(cand)
+            basis.append("same ecg_id in the same dataset folder")
+        elif cand and base.root is not None:
+            from ptbxl.layout import read_database
+
+            there = [i for i in cand if i in read_database(base.root).index]
+            if there:
+                theirs = load_records(base.root, there, cache_dir)
+                pos = {int(e): j for j, e in enumerate(rec_ids)}
+                mine = fingerprints(np.asarray(records.x)[[pos[i] for i in there]])
+                same = [i for i, a, b in zip(there, mine, fingerprints(theirs.x), strict=True) if a == b]
+                found |= set(same)
+                by_id = len(same)
+            basis.append(f"same ecg_id and identical signal in the base's folder ({len(cand)} ids shared, "
+                         f"{by_id} identical)")
+        elif cand:
+            unconfirmed |= set(cand)
+            basis.append("same ecg_id only: the base's folder is not reachable here, so these ids may name "
+                         "different records")
+    if base.arrays is not None:
+        theirs = set(fingerprints(base.arrays.x))
+        content = {int(i) for i, fp in zip(rec_ids, fingerprints(records.x), strict=True) if fp in theirs}
+        by_content = len(content)
+        found |= content
+        basis.append(f"identical signal (8 leads at 1 µV) to one of the {len(base.arrays)} base records compared")
+    unconfirmed -= found
+    every = sorted(found | unconfirmed)
+    return {
+        "n_records": len(every),
+        "n_confirmed": len(found),
+        "n_unconfirmed": len(unconfirmed),
+        "by_id": by_id,
+        "by_content": by_content,
+        "ecg_ids": every[:OVERLAP_IDS_SHOWN],
+        "ecg_ids_truncated": len(every) > OVERLAP_IDS_SHOWN,
+        "basis": basis,
+        "of": len(rec_ids),
+    }

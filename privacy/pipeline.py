@@ -14,7 +14,8 @@ import torch
 
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json
-from privacy.audit import AuditConfig, memorization_audit
+from privacy.audit import AuditConfig, base_corpus_audit, memorization_audit
+from privacy.inputs import DEFAULT_BASE_MAX_RECORDS
 from privacy.mia import MIAConfig, attack_metrics, denoising_errors
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class AuditRunConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     mia: MIAConfig = field(default_factory=MIAConfig)
     cache_dir: str | None = None
+    base_max_records: int = DEFAULT_BASE_MAX_RECORDS  # public base-corpus records compared at most
 
 
 def epsilon_section(run_dir: Path, client_ids: list[str]) -> dict | None:
@@ -51,7 +53,54 @@ def epsilon_section(run_dir: Path, client_ids: list[str]) -> dict | None:
     return out
 
 
-def _figures(mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: dict | None) -> dict[str, bytes]:
+BASE_NOTE = (
+    "The base's training records are public data: the sites' checks (near copies, DCR, membership inference) "
+    "use the sites' records only; near copies of public base records are reported here and do not fail the "
+    "audit. A record that is both public and a site's training record counts as private."
+)
+
+
+def base_section(base, mem, synthetic, train, hold, holdout_folder, run, cfg: AuditRunConfig, device):
+    """``audit["base_corpus"]``: where the base's records come from, their overlap with the sites' training
+    records and the holdout, and (when the records are available here) the synthetic ECGs' distances to them.
+    Returns (block, DCR_base or None)."""
+    rec = base.record
+    card = rec.get("card") or {}
+    data = card.get("data") or {}
+    out: dict = {
+        "init": rec.get("init"),
+        "sha256": rec.get("sha256"),
+        "source": base.source,
+        "available": base.available,
+        "reason": base.reason,
+        "n_records_card": base.n_card,
+        "n_records": len(base.arrays) if base.available else 0,
+        "max_records": base.max_records,
+        "capped": base.capped,
+        "selection": base.selection,
+        "note": BASE_NOTE,
+        "notes": list(base.notes),
+    }
+    if base.source == "synthetic":
+        out["generator_seed"] = data.get("generator_seed")
+    if base.source == "folder":
+        out["root"] = base.root_named
+        out["folds"] = data.get("folds")
+    from privacy.inputs import base_overlap
+
+    out["overlap_with_sites"] = base_overlap(base, train, run.dataset, cfg.cache_dir)
+    out["overlap_with_holdout"] = base_overlap(base, hold, holdout_folder, cfg.cache_dir)
+    dcr_b = None
+    if base.available:
+        block, dcr_b = base_corpus_audit(
+            synthetic, np.asarray(base.arrays.x), mem, np.asarray(hold.x), cfg.audit, device, base.arrays.ecg_ids
+        )
+        out.update(block)
+    return out, dcr_b
+
+
+def _figures(mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: dict | None,
+             dcr_base: np.ndarray | None = None) -> dict[str, bytes]:
     from privacy.plots import ecg_pairs_png, histograms_png, roc_png
     from ptbxl.constants import MODEL_LEADS
 
@@ -77,6 +126,12 @@ def _figures(mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: 
         for w in audit["near_copy"]["worst"][:4]
     ]
     figs["near_copies"] = ecg_pairs_png(pairs, MODEL_LEADS)
+    if dcr_base is not None:
+        figs["base_dcr"] = histograms_png(
+            {"synthetic → site training records": mem.dcr_train, "synthetic → public base corpus": dcr_base},
+            "distance to closest record (normalised RMS)",
+            "Closest record: sites' (private) vs base corpus (public)",
+        )
     if roc is not None:
         figs["roc"] = roc_png(np.array(roc["fpr"]), np.array(roc["tpr"]), roc["auc"])
     return figs
@@ -94,6 +149,7 @@ def run_audit(
     and returns the audit dict. Synthetic ECGs come from ``synthetic`` or are sampled from the run's latest
     checkpoint with the training records' label/demographic mix."""
     from privacy.inputs import (
+        load_base_corpus,
         load_holdout,
         load_model,
         load_records,
@@ -108,6 +164,7 @@ def run_audit(
     run = read_run(run_dir)
     train = load_records(run.dataset, list(run.train_ids), cfg.cache_dir)
     hold = load_holdout(holdout, run, cfg.cache_dir)
+    base = load_base_corpus(run.run_dir, cfg.base_max_records, cfg.cache_dir, cfg.seed)  # None: no base.json
     model = None
     if run.checkpoint is not None:
         model, schedule, mcfg = load_model(run.checkpoint, device)
@@ -131,6 +188,10 @@ def run_audit(
         "holdout_source": str(holdout or f"{run.dataset} (test fold)"),
         **mem.summary,
     }
+    dcr_base = None
+    if base is not None:  # the run started from a pretrained base: its (public) records apart from the sites'
+        hold_folder = run.dataset if holdout is None else Path(holdout)
+        audit["base_corpus"], dcr_base = base_section(base, mem, syn, train, hold, hold_folder, run, cfg, device)
     roc = None
     audit["mia_auc"] = None
     if model is not None:
@@ -162,7 +223,7 @@ def run_audit(
         audit["canary"] = json.loads(canary_file.read_text(encoding="utf-8"))
     audit["config"] = asdict(cfg)
     audit["verdict"] = verdict(audit)
-    figs = _figures(mem, audit, syn, np.asarray(train.x), roc)
+    figs = _figures(mem, audit, syn, np.asarray(train.x), roc, dcr_base)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, png in figs.items():
         (out_dir / f"{name}.png").write_bytes(png)

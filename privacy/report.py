@@ -43,7 +43,9 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
             "near copies",
             f"{100 * nc:.1f}% of synthetic ECGs are near-copies of one training ECG (NNDR < "
             f"{audit['near_copy']['threshold']:.3g}); real unseen ECGs reach {100 * base:.1f}% by chance; "
-            f"limit {100 * limit:.1f}%.",
+            f"limit {100 * limit:.1f}%."
+            + (" Sites' training records only; the public base corpus is checked apart." if "base_corpus" in audit
+               else ""),
         )
     )
     d = audit["dcr"]
@@ -113,6 +115,8 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
                 + ("consistent." if ok else "the lower bound EXCEEDS the accounted ε: the accounting is wrong."),
             )
         )
+    if "base_corpus" in audit:
+        checks += base_checks(audit["base_corpus"])
     base_dcr = audit["dcr"]["baseline_holdout_to_train"]["median"]
     syn_dcr = audit["dcr"]["train"]["median"]
     if syn_dcr > th.realism_factor * base_dcr:
@@ -134,6 +138,61 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
         "FAIL": "Do not release: the generator reproduces or reveals training ECGs.",
     }[overall]
     return {"overall": overall, "summary": summary, "checks": checks, "thresholds": asdict(th)}
+
+
+def _overlap_text(ov: dict, what: str) -> str:
+    ids = ", ".join(map(str, ov["ecg_ids"])) + (", ..." if ov["ecg_ids_truncated"] else "")
+    if ov["n_confirmed"]:
+        head = f"{ov['n_confirmed']} of the {ov['of']} {what} are also records of the public base corpus"
+        if ov["n_unconfirmed"]:
+            head += f" (and {ov['n_unconfirmed']} more share an ecg_id that cannot be checked here)"
+    else:
+        head = (f"{ov['n_unconfirmed']} of the {ov['of']} {what} share an ecg_id with the base corpus (could not "
+                "be checked here: possibly the same records)")
+    return f"{head} (ecg_id {ids}; {'; '.join(ov['basis'])})."
+
+
+def base_checks(b: dict) -> list[dict]:
+    """Checks about the public base corpus: INFO for what the synthetic ECGs do with public records (they never
+    fail the audit), WARN when public and private data overlap."""
+    checks = []
+    ov = b.get("overlap_with_sites") or {}
+    if ov.get("n_records"):
+        checks.append(_check(
+            "WARN", "public/private overlap",
+            _overlap_text(ov, "sites' training records") + " The base was trained on them outside the sites' "
+            "DP accounting, so the accounted ε does not cover them; here they count as private records.",
+        ))
+    oh = b.get("overlap_with_holdout") or {}
+    if oh.get("n_records"):
+        checks.append(_check(
+            "WARN", "base trained on holdout",
+            _overlap_text(oh, "holdout records") + " Those holdout records are not unseen by the generator, "
+            "which biases the DCR train-vs-holdout test toward 'no memorization'; use a holdout the base never saw.",
+        ))
+    notes = " ".join(f"Note: {n}." for n in b.get("notes", []))
+    if not b.get("available"):
+        checks.append(_check(
+            "INFO", "public base corpus",
+            f"The run started from base {b.get('init')}; {b.get('reason')}. Synthetic ECGs were not compared with "
+            "the base's (public) training records; the sites' checks above are unaffected."
+            + (" " + notes if notes else ""),
+        ))
+        return checks
+    c, nc = b["closest"], b.get("near_copy")
+    cap = f" Capped: compared with {b['selection']}." if b.get("capped") else ""
+    near = ""
+    if nc:
+        near = (f" {nc['count']} ({100 * nc['share']:.1f}%) are near-copies of one public base record (NNDR < "
+                f"{nc['threshold']:.3g} over the base corpus; real unseen ECGs: "
+                f"{100 * nc['baseline_holdout_share']:.1f}%).")
+    checks.append(_check(
+        "INFO", "public base corpus",
+        f"{100 * c['share_base']:.1f}% of synthetic ECGs are closer to a public base record than to any site "
+        f"training record (real unseen ECGs: {100 * c['baseline_holdout_share_base']:.1f}%).{near} The base's "
+        "records are public: reported, never a FAIL." + cap + (" " + notes if notes else ""),
+    ))
+    return checks
 
 
 def _img(png: bytes | None, alt: str) -> str:
@@ -169,6 +228,60 @@ def _dcr_text(d: dict) -> str:
         f"of synthetic ECGs. Mann–Whitney U (size-matched, {d['mannwhitney_u']['reference_size']} records) "
         f"p = {d['mannwhitney_u']['p_value']:.3g}.</p>"
     )
+
+
+def _base_html(b: dict, figures: dict[str, bytes]) -> list[str]:
+    """The report's section on the public base corpus (the records that trained the pretrained base)."""
+    src = {"synthetic": f"synthetic corpus (generator seed {b.get('generator_seed')})",
+           "folder": f"folder {b.get('root')} (folds {b.get('folds')})"}.get(b["source"], "unknown source")
+    parts = [
+        "<h2>Public base corpus (the pretrained base's training records)</h2>",
+        f"<p>The federation started from base <code>{html.escape(str(b.get('init')))}</code> "
+        f"(sha256 <code>{html.escape(str(b.get('sha256'))[:16])}…</code>), pretrained on {html.escape(src)}: "
+        f"{_fmt(b.get('n_records_card'))} records according to its model card.</p>",
+        f"<p><b>{html.escape(b['note'])}</b></p>",
+    ]
+    for what, key, title in (("sites' training records", "overlap_with_sites", "Public/private overlap"),
+                             ("holdout records", "overlap_with_holdout", "Base trained on holdout records")):
+        ov = b.get(key) or {}
+        if ov.get("n_records"):
+            parts.append(f"<p class='WARN'><b>{title}:</b> {html.escape(_overlap_text(ov, what))}</p>")
+    parts.append("<p>Overlap with the sites' training records: "
+                 + ("none found" if not (b.get("overlap_with_sites") or {}).get("n_records") else "see above")
+                 + " (" + html.escape("; ".join((b.get("overlap_with_sites") or {}).get("basis") or ["not checkable"]))
+                 + ").</p>")
+    parts += [f"<p class='WARN'>Note: {html.escape(n)}.</p>" for n in b.get("notes", [])]
+    if not b.get("available"):
+        parts.append(f"<p class='INFO'><b>{html.escape(str(b.get('reason')))}.</b> The synthetic ECGs were not "
+                     "compared with the base's records.</p>")
+        return parts
+    if b.get("capped"):
+        parts.append(f"<p class='WARN'>Capped: compared with {html.escape(b['selection'])}; raise "
+                     f"<code>--base-max-records</code> (now {b['max_records']}) to compare more.</p>")
+    else:
+        parts.append(f"<p>Compared with {html.escape(b['selection'])}.</p>")
+    c, nc = b["closest"], b.get("near_copy")
+    parts += [
+        _table(
+            [
+                {"set": "synthetic → base corpus", **b["dcr"]},
+                {"set": "holdout → base corpus (real baseline)", **b["baseline_holdout_to_base"]},
+            ],
+            ["set", "mean", "median", "p05", "min"],
+        ),
+        f"<p>Closest training record (base vs site, ties count as site): {c['n_base']} synthetic ECGs closest to a "
+        f"public base record, {c['n_site']} to a private site record (share public {100 * c['share_base']:.1f}%; "
+        f"real unseen ECGs: {100 * c['baseline_holdout_share_base']:.1f}%).</p>",
+    ]
+    if nc:
+        parts += [
+            f"<p>Near-copies of one public base record (NNDR &lt; {nc['threshold']:.3g} over the base corpus): "
+            f"{nc['count']} ({100 * nc['share']:.1f}%; real unseen ECGs {100 * nc['baseline_holdout_share']:.1f}%). "
+            "They are public records: reported, they do not fail the audit.</p>",
+            _table(nc["worst"], ["synthetic_index", "base_ecg_id", "d1", "d2", "nndr", "closest"]),
+        ]
+    parts.append(_img(figures.get("base_dcr"), "DCR to site records vs base corpus"))
+    return parts
 
 
 def render_html(audit: dict, figures: dict[str, bytes]) -> str:
@@ -233,6 +346,8 @@ def render_html(audit: dict, figures: dict[str, bytes]) -> str:
         _table(audit["near_copy"]["worst"], ["synthetic_index", "train_ecg_id", "d1", "d2", "nndr"]),
         _img(figures.get("near_copies"), "worst near-copies"),
     ]
+    if "base_corpus" in audit:
+        parts += _base_html(audit["base_corpus"], figures)
     mia = audit.get("mia")
     parts.append("<h2>Membership inference on the model</h2>")
     if mia:
