@@ -5,8 +5,10 @@ of the conditional SSSD-MIDT loss (eps-MSE + lambda * Mel loss, see sssd.losses)
 plain denoiser's weights. Non-private: shuffled mini-batches, global-norm gradient clipping, fp16 autocast +
 GradScaler on CUDA. Private (DP-SGD, Opacus): Poisson sampling with rate q = poisson_rate(n_train, batch_size)
 (Opacus' 1 / number of batches), per-sample
-clipping to ``dp.max_grad_norm`` and Gaussian noise ``sigma * max_grad_norm``; each drawn batch is one
-accounted step (an empty Poisson batch still counts, conservatively).
+clipping to ``dp.max_grad_norm`` and Gaussian noise ``sigma * max_grad_norm``; each drawn (logical) batch is one
+accounted step (an empty Poisson batch still counts, conservatively). ``train.batch_size`` is the logical batch;
+with ``train.physical_batch_size`` Opacus' BatchMemoryManager computes it in physical batches of that size
+(memory bounded, accounting unchanged). Precision: see ``train_precision`` (bf16 autocast on CPUs with native bf16).
 
 Randomness is explicit: every draw (batches, timesteps, diffusion noise, DP noise) comes from generators seeded
 by ``(seed, round, site)``, so a resumed run reproduces an uninterrupted one exactly.
@@ -25,7 +27,6 @@ import numpy as np
 import torch
 
 from fedecg.config import ScenarioConfig
-from fedecg.device import autocast
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,40 @@ class LocalResult:
     state: dict[str, np.ndarray]
     metrics: dict[str, float]
     dp_entry: dict | None  # {"noise_multiplier", "sample_rate", "steps", "max_grad_norm"} when DP was used
+
+
+def train_precision(cfg: ScenarioConfig, device: torch.device, private: bool) -> str:
+    """``fp32`` | ``bf16`` | ``fp16`` for local training. ``auto``: bf16 autocast on CPUs with native bf16 (the S4
+    FFTs stay float32), fp16 AMP + GradScaler on CUDA without DP (``train.amp``), else fp32. Under DP the
+    clipping and the noise act on the per-sample gradients as computed, so the guarantee does not depend on it."""
+    if device.type == "cuda":
+        return "fp16" if cfg.train.amp and not private and cfg.train.precision == "auto" else "fp32"
+    if cfg.train.precision == "auto":
+        from sssd.sampling import cpu_has_native_bf16
+
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return cfg.train.precision
+
+
+def _autocast(precision: str, device: torch.device):
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+
+def _physical_batches(loader, optimizer, cfg: ScenarioConfig, private: bool):
+    """The loader itself, or under DP with ``train.physical_batch_size`` Opacus' BatchMemoryManager, which
+    yields physical batches and makes the optimizer skip its step until a logical batch is complete."""
+    import contextlib
+
+    phys = cfg.train.physical_batch_size
+    if not private or phys <= 0 or phys >= cfg.train.batch_size:
+        return contextlib.nullcontext(loader)
+    from opacus.utils.batch_memory_manager import BatchMemoryManager
+
+    return BatchMemoryManager(data_loader=loader, max_physical_batch_size=phys, optimizer=optimizer)
 
 
 def poisson_rate(n: int, batch_size: int) -> float:
@@ -56,6 +91,11 @@ def build_model(model_cfg, state: dict[str, np.ndarray] | None, device: torch.de
     if state is not None:
         model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
     return model.to(device)
+
+
+def initial_weights_for_test(cfg: ScenarioConfig) -> dict[str, np.ndarray]:
+    """Freshly initialised weights of the run's model (tests and benchmarks)."""
+    return state_to_numpy(build_model(cfg.model.resolve(), None, torch.device("cpu")))
 
 
 def state_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -100,54 +140,61 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
     anchor = None
     if proximal_mu > 0:
         anchor = [p.detach().clone() for p in model.parameters()]
-    use_amp = cfg.train.amp and device.type == "cuda" and not private
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    precision = train_precision(cfg, device, private)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
     sums = {"loss": 0.0, "eps": 0.0, "mel": 0.0}
-    counted = 0
-    steps = 0
+    counted = 0  # physical batches with a loss
+    steps = 0  # optimizer (logical) steps = accounted steps under DP
     t0 = time.perf_counter()
-    while steps < cfg.train.local_steps:
-        for x, labels, demo, demo_mask in loader:
-            if steps >= cfg.train.local_steps:
-                break
-            steps += 1
-            if x.shape[0] == 0:  # empty Poisson batch: nothing to learn, still an accounted step
-                continue
-            x, labels, demo, demo_mask = (t.to(device) for t in (x, labels, demo, demo_mask))
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, enabled=use_amp):
-                loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg,
-                                             generator=loss_gen)
-                if anchor is not None:
-                    prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
-                    loss = loss + 0.5 * proximal_mu * prox
-            if not torch.isfinite(loss):
-                from fedecg.errors import FedECGError
+    with _physical_batches(loader, optimizer, cfg, private) as batches:
+        while steps < cfg.train.local_steps:
+            for x, labels, demo, demo_mask in batches:
+                if steps >= cfg.train.local_steps:
+                    break
+                if x.shape[0] == 0:  # empty Poisson batch: nothing to learn, still an accounted step
+                    steps += 1
+                    continue
+                x, labels, demo, demo_mask = (t.to(device) for t in (x, labels, demo, demo_mask))
+                # per physical batch (Opacus keeps the clipped sum of a skipped step's batches itself)
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(precision, device):
+                    loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg,
+                                                 generator=loss_gen)
+                    if anchor is not None:
+                        prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                        loss = loss + 0.5 * proximal_mu * prox
+                if not torch.isfinite(loss):
+                    from fedecg.errors import FedECGError
 
-                raise FedECGError(f"site {site}: training loss became {loss.item()} at round {server_round}, "
-                                  f"step {steps}; lower train.lr")
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                with warnings.catch_warnings():  # Opacus' hooks on a layer whose input needs no grad: harmless
-                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                    loss.backward()
-                if not private and cfg.train.grad_clip > 0:
+                    raise FedECGError(f"site {site}: training loss became {loss.item()} at round "
+                                      f"{server_round}, step {steps + 1}; lower train.lr")
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
-            sums["loss"] += float(loss.detach())
-            sums["eps"] += parts["eps_mse"]
-            sums["mel"] += parts.get("mel", 0.0)  # absent when model.mel_lambda = 0
-            counted += 1
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    with warnings.catch_warnings():  # Opacus' hooks on a layer whose input needs no grad
+                        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                        loss.backward()
+                    if not private and cfg.train.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    optimizer.step()
+                # Opacus (BatchMemoryManager) skips the step until the logical batch is complete
+                stepped = not (private and getattr(optimizer, "_is_last_step_skipped", False))
+                if stepped:
+                    steps += 1
+                sums["loss"] += float(loss.detach())
+                sums["eps"] += parts["eps_mse"]
+                sums["mel"] += parts.get("mel", 0.0)  # absent when model.mel_lambda = 0
+                counted += 1
     seconds = time.perf_counter() - t0
     denom = max(counted, 1)
     metrics = {"train-loss": sums["loss"] / denom, "eps-loss": sums["eps"] / denom,
-               "mel-loss": sums["mel"] / denom, "steps": float(steps), "train-seconds": seconds}
+               "mel-loss": sums["mel"] / denom, "steps": float(steps), "train-seconds": seconds,
+               "physical-batches": float(counted)}
     dp_entry = None
     if private:
         dp_entry = {"noise_multiplier": float(noise_multiplier), "sample_rate": float(loader.sample_rate),

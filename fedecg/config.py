@@ -58,7 +58,9 @@ class TrainConfig:
     """Local training at each site, per round."""
 
     local_steps: int = 10  # optimizer steps per round (Poisson batches under DP)
-    batch_size: int = 8
+    batch_size: int = 8  # the logical (expected, under DP) batch of one optimizer step
+    physical_batch_size: int = 0  # DP: Opacus' BatchMemoryManager splits a logical batch into these (0 = no split)
+    precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 (fp16 AMP on CUDA, non-DP) | fp32 | bf16
     lr: float = 2e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # non-private runs; DP runs clip per sample with dp.max_grad_norm
@@ -120,6 +122,15 @@ class OutputConfig:
     sampler: str = "ddim"
     sampler_steps: int = 20
     keep_checkpoints: int = 0  # 0 = keep every round's checkpoint
+    fidelity_reference: str = "train"  # realism of the ECGs vs: train (the sites' records) | heldout (folds 9-10)
+
+
+@dataclass(frozen=True)
+class DemoDataConfig:
+    """Size of the built-in demo dataset (``dataset: demo``), generated on first use with the run's seed."""
+
+    records: int = 480
+    sites: int = 5
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class ScenarioConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    demo_data: DemoDataConfig = field(default_factory=DemoDataConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -166,6 +178,10 @@ class ScenarioConfig:
             (self.train.local_steps >= 1, "train.local_steps must be >= 1"),
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
             (self.train.lr > 0, "train.lr must be > 0"),
+            (self.train.physical_batch_size >= 0, "train.physical_batch_size must be >= 0"),
+            (self.train.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
+            (self.demo_data.records >= self.demo_data.sites >= 1, "demo_data needs records >= sites >= 1"),
+            (self.output.fidelity_reference in ("train", "heldout"), "output.fidelity_reference: train or heldout"),
             (self.strategy.name in ("fedavg", "fedprox", "fedadam", "fedyogi"),
              "strategy.name must be fedavg, fedprox, fedadam or fedyogi"),
             (self.dp.accountant in ("rdp", "prv"), "dp.accountant must be rdp or prv"),
@@ -306,4 +322,5 @@ _SECTIONS = {
     "strategy": StrategyConfig,
     "simulation": SimulationConfig,
     "output": OutputConfig,
+    "demo_data": DemoDataConfig,
 }

@@ -12,9 +12,9 @@ and weight for ~57 % of records. Nothing in it is PTB-XL data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,9 @@ from ptbxl.scp_table import statements_frame
 from ptbxl.synth import full_12_leads, synth_ecg8
 
 log = logging.getLogger(__name__)
+
+# Bumped whenever the generator's output changes (cached demo datasets are keyed by it).
+GENERATOR_VERSION = "dipole2"
 
 WFDB_LEAD_NAMES = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 

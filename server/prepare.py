@@ -32,12 +32,13 @@ def cache_root() -> Path:
 def resolve_dataset(cfg: ScenarioConfig) -> Path:
     """The scenario's dataset folder; ``demo`` is generated on first use."""
     if cfg.dataset == "demo":
-        from ptbxl.demo import make_demo_dataset
+        from ptbxl.demo import GENERATOR_VERSION, make_demo_dataset
 
-        dest = cache_root() / f"demo-ptbxl-seed{cfg.seed}"
+        n, sites = cfg.demo_data.records, cfg.demo_data.sites
+        dest = cache_root() / f"demo-ptbxl-{GENERATOR_VERSION}-n{n}-s{sites}-seed{cfg.seed}"
         if not (dest / "ptbxl_database.csv").exists():
-            log.info("generating the built-in demo dataset into %s", dest)
-            make_demo_dataset(dest, seed=cfg.seed)
+            log.info("generating the built-in demo dataset (%d records, %d sites) into %s", n, sites, dest)
+            make_demo_dataset(dest, n_records=n, n_sites=sites, seed=cfg.seed)
         return dest
     path = Path(cfg.dataset).expanduser()
     if not (path / "ptbxl_database.csv").is_file():

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json, atomic_write_text
 from server.rundir import RunDir
 
@@ -22,6 +23,10 @@ def finish_run(run_dir: str | Path) -> str:
         grid = synthesize_examples(rd, cfg.output.synthesize, cfg.output.sampler, cfg.output.sampler_steps,
                                    cfg.seed)
         lines.append(f"synthetic ECGs: {grid} (+ WFDB records, synthetic.npz, png/ in {grid.parent})")
+        fidelity, fid_png = write_fidelity(rd)
+        lines.append(f"realism of the synthetic ECGs vs the run's training data: {rd.path / 'fidelity.json'}, "
+                     f"{fid_png}")
+        lines.append(fidelity)
     curves = plot_curves(rd)
     lines.append(f"training curves: {curves}")
     table, budget_png = write_budget(rd)
@@ -49,6 +54,80 @@ def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int)
                                               "sampler": sampler, "steps": steps, "seed": seed},
                                   overwrite=True)
     return out / "grid.png"
+
+
+def write_fidelity(rd: RunDir, max_real: int = 1000) -> tuple[str, Path]:
+    """RUN_DIR/fidelity.json + fidelity.png: realism metrics (evaluation.realism) of RUN_DIR/synthetic against
+    the run's training records, or with ``output.fidelity_reference: heldout`` the dataset's folds 9-10 (at most
+    ``max_real`` of them, drawn with the run's seed)."""
+    import numpy as np
+
+    from evaluation.realism import format_realism, realism_criteria, realism_metrics
+    from ptbxl.dataset import load_arrays
+    from ptbxl.partition import Manifest
+    from ptbxl.signals import derive_12_leads
+
+    cfg = rd.read_config()
+    manifest = Manifest.load(rd.manifest_path)
+    if cfg.output.fidelity_reference == "heldout":
+        from ptbxl.layout import read_database
+
+        meta = read_database(manifest.dataset)
+        pool = sorted(int(e) for e in meta.index[meta["strat_fold"].isin([9, 10])])
+        what = "held-out records (folds 9-10) of the dataset"
+    else:
+        pool = sorted(int(e) for c in manifest.clients for e in c.ecg_ids("train"))
+        what = "training records of the run's sites"
+    if not pool:
+        raise FedECGError(f"{rd.path}: no {what} to compare the synthetic ECGs with")
+    rng = np.random.default_rng(cfg.seed)
+    pick = sorted(rng.choice(pool, size=min(max_real, len(pool)), replace=False).tolist())
+    real = np.asarray(derive_12_leads(np.asarray(load_arrays(manifest.dataset, pick).x)), dtype=np.float64)
+    with np.load(rd.path / "synthetic" / "synthetic.npz") as z:
+        syn = np.asarray(z["signals"], dtype=np.float64)
+    metrics = realism_metrics(real, syn, fs=100.0)
+    criteria = realism_criteria(metrics)
+    out = dict(metrics)
+    out.update({"criteria": criteria, "passed": all(criteria.values()),
+                "reference": f"{len(pick)} {what} (of {len(pool)})",
+                "synthetic": str(rd.path / "synthetic" / "synthetic.npz")})
+    atomic_write_json(rd.path / "fidelity.json", out)
+    png = plot_fidelity(rd.path / "fidelity.png", real, syn)
+    return format_realism(metrics), png
+
+
+def plot_fidelity(path: Path, real, syn) -> Path:
+    """Lead II of real and synthetic ECGs side by side, and their heart-rate and amplitude distributions."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from evaluation.realism import beat_features, robust_amplitude
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 5.5))
+    t = np.arange(real.shape[-1]) / 100.0
+    for ax, x, name in ((axes[0, 0], real, "training data"), (axes[0, 1], syn, "synthetic")):
+        for i in range(min(3, len(x))):
+            ax.plot(t, x[i, 1] - 2.5 * i, linewidth=0.7)
+        ax.set_title(f"lead II, {name} (offset 2.5 mV each)")
+        ax.set_xlabel("s")
+    hr_r, hr_s = (beat_features(x, 100.0)["hr_bpm"] for x in (real, syn))
+    bins = np.linspace(30, 180, 31)
+    axes[1, 0].hist(hr_r[np.isfinite(hr_r)], bins=bins, density=True, alpha=0.5, label="training data")
+    axes[1, 0].hist(hr_s[np.isfinite(hr_s)], bins=bins, density=True, alpha=0.5, label="synthetic")
+    axes[1, 0].set_xlabel("heart rate (bpm), lead II")
+    axes[1, 0].legend(fontsize=8)
+    amp_r, amp_s = robust_amplitude(real), robust_amplitude(syn)
+    bins = np.linspace(0, max(4.0, float(np.nanpercentile(np.r_[amp_r, amp_s], 99))), 31)
+    axes[1, 1].hist(amp_r, bins=bins, density=True, alpha=0.5, label="training data")
+    axes[1, 1].hist(amp_s, bins=bins, density=True, alpha=0.5, label="synthetic")
+    axes[1, 1].set_xlabel("lead II robust amplitude (mV)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def plot_curves(rd: RunDir) -> Path:

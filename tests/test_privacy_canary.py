@@ -135,6 +135,9 @@ def test_canary_audit_through_the_federation(demo_ptbxl, tmp_path):
         "train.lr=0.003",
         "output.synthesize=0",
         "partition.min_records=1",
+        "init=none",  # the demo scenario fine-tunes the small base; this audit trains the tiny model from scratch
+        "dp.target_epsilon=0",
+        "train.physical_batch_size=0",
     ]
     scenario = "simulations/scenarios/demo.yaml"
     priv = run_canary_audit(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SITES = ROOT / "simulations" / "scenarios" / "ptbxl-sites.yaml"
+SITES = ROOT / "tests" / "data" / "tiny-sites.yaml"  # the tiny federation; the product scenario fine-tunes the base
 
 
 def _fedecg(*args: str, env_extra: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
