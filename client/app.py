@@ -39,13 +39,17 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config.get(P.SERVER_ROUND, 0))
     site = load_site_data(dict(context.node_config), config)
     n_train = len(site.train.ecg_ids)
+    n_units = site.privacy_units(cfg.dp.unit)  # patients (dp.unit patient) or records: what DP-SGD samples
     _set_threads(cfg)
     device = choose_device(cfg.train.device)
     ledger = load_ledger(context, site, cfg, str(config.get(P.RUN_NAME, "run")))
+    if cfg.dp.enabled and ledger.entries and ledger.unit != cfg.dp.unit:
+        raise FedECGError(f"site {site.name}: its privacy ledger for this run accounts per {ledger.unit}, the "
+                          f"server asks for dp.unit={cfg.dp.unit}; one run keeps one privacy unit")
 
     sigma = None
     if cfg.dp.enabled:
-        q = poisson_rate(n_train, cfg.train.batch_size)
+        q = poisson_rate(n_units, cfg.train.batch_size)
         if cfg.dp.target_epsilon > 0:
             from privacy.accounting import plan_noise_multiplier
 
@@ -70,7 +74,8 @@ def train(msg: Message, context: Context) -> Message:
     mu = float(config.get(P.PROXIMAL_MU, 0.0)) if cfg.strategy.name == "fedprox" else 0.0
     global_state = {k: a.numpy() for k, a in msg.content[P.ARRAYS].items()}
     result = train_local(global_state, site.train, cfg, server_round=server_round, site=site.name,
-                         device=device, noise_multiplier=sigma, proximal_mu=mu)
+                         device=device, noise_multiplier=sigma, proximal_mu=mu,
+                         patient_ids=site.train_patients)
     metrics = dict(result.metrics)
     metrics[P.NUM_EXAMPLES] = float(n_train)
     metrics["dp-enabled"] = 1.0 if cfg.dp.enabled else 0.0
@@ -81,7 +86,8 @@ def train(msg: Message, context: Context) -> Message:
                         "dp-steps": float(ledger.steps), "dp-sample-rate": result.dp_entry["sample_rate"],
                         "dp-noise-multiplier": result.dp_entry["noise_multiplier"],
                         "dp-max-grad-norm": result.dp_entry["max_grad_norm"],
-                        "dp-rounds": float(len(ledger.entries))})
+                        "dp-rounds": float(len(ledger.entries)), "dp-units": float(ledger.n_records),
+                        "dp-patient-level": 1.0 if ledger.unit == "patient" else 0.0})
     return _reply(msg, site.name, P.STATUS_OK, "", result.state, metrics)
 
 
@@ -125,9 +131,9 @@ def load_ledger(context: Context, site, cfg: ScenarioConfig, run_name: str) -> S
         ledger = SiteLedger.from_dict(json.loads(str(context.state.config_records[STATE_KEY]["json"])),
                                      "context.state")
     if ledger is None:
-        n = len(site.train.ecg_ids)
+        n = site.privacy_units(cfg.dp.unit)
         ledger = SiteLedger(site=site.name, n_records=n, delta=cfg.dp.delta or 1.0 / n,
-                            accountant=cfg.dp.accountant)
+                            accountant=cfg.dp.accountant, unit=cfg.dp.unit)
     return ledger
 
 

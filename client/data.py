@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
 
@@ -24,6 +26,26 @@ class SiteData:
     train: object  # ptbxl.dataset.ECGArrays
     val: object
     state_dir: Path  # where this node keeps its ledger
+    train_patients: np.ndarray | None = None  # patient_id per training record (same order); stays at the site
+
+    def privacy_units(self, unit: str) -> int:
+        """Number of privacy units among the training records: distinct patients, or records."""
+        if unit == "patient" and self.train_patients is not None:
+            return int(len(np.unique(self.train_patients)))
+        return int(len(self.train.ecg_ids))
+
+
+def patient_ids(meta, ecg_ids) -> np.ndarray | None:
+    """patient_id per ecg_id from ``ptbxl_database.csv`` (None without the column); a record without one counts
+    as its own patient (negative ids, so it never joins a real patient)."""
+    import pandas as pd
+
+    if "patient_id" not in meta.columns:
+        return None
+    ids = [int(e) for e in ecg_ids]
+    raw = pd.to_numeric(meta.loc[ids, "patient_id"], errors="coerce").to_numpy(dtype=np.float64)
+    out = np.where(np.isfinite(raw), raw, -1.0 - np.arange(len(ids)))
+    return out.astype(np.int64)
 
 
 def load_site_data(node_config: dict, config: dict) -> SiteData:
@@ -53,9 +75,12 @@ def _from_manifest(partition_id: int, config: dict) -> SiteData:
     state_root = Path(str(config.get(P.SIM_STATE_ROOT) or Path(str(path)).parent / "node-state"))
     cache = state_root.parent / ".cache"
     name = str(client.client_id)
-    return SiteData(name=name, train=load_arrays(root, client.train, cache_dir=cache),
-                    val=load_arrays(root, client.val, cache_dir=cache) if client.val else None,
-                    state_dir=state_root / name)
+    from ptbxl.layout import read_database
+
+    meta = read_database(root)
+    return SiteData(name=name, train=load_arrays(root, client.train, cache_dir=cache, meta=meta),
+                    val=load_arrays(root, client.val, cache_dir=cache, meta=meta) if client.val else None,
+                    state_dir=state_root / name, train_patients=patient_ids(meta, client.train))
 
 
 def _from_folder(node_config: dict) -> SiteData:
@@ -73,6 +98,6 @@ def _from_folder(node_config: dict) -> SiteData:
     state_dir = Path(str(node_config.get(P.NODE_STATE_DIR) or root / ".fedecg"))
     name = str(node_config.get(P.NODE_SITE_NAME) or root.name)
     cache = state_dir / "cache"
-    return SiteData(name=name, train=load_arrays(root, train_ids, cache_dir=cache),
-                    val=load_arrays(root, val_ids, cache_dir=cache) if val_ids else None,
-                    state_dir=state_dir)
+    return SiteData(name=name, train=load_arrays(root, train_ids, cache_dir=cache, meta=meta),
+                    val=load_arrays(root, val_ids, cache_dir=cache, meta=meta) if val_ids else None,
+                    state_dir=state_dir, train_patients=patient_ids(meta, train_ids))

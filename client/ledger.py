@@ -31,6 +31,7 @@ class SiteLedger:
     delta: float
     accountant: str = "rdp"
     entries: list[dict] = field(default_factory=list)
+    unit: str = "record"  # privacy unit: "patient" (n_records then counts patients) or "record"
 
     # ---- composition ---------------------------------------------------------------------------------
     def history(self, extra: list[dict] | None = None) -> list[tuple[float, float, int]]:
@@ -57,13 +58,14 @@ class SiteLedger:
     # ---- persistence ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"site": self.site, "n_records": self.n_records, "delta": self.delta,
-                "accountant": self.accountant, "entries": self.entries}
+                "accountant": self.accountant, "entries": self.entries, "unit": self.unit}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "ledger") -> SiteLedger:
         try:
             return cls(site=str(data["site"]), n_records=int(data["n_records"]), delta=float(data["delta"]),
-                       accountant=str(data.get("accountant", "rdp")), entries=list(data["entries"]))
+                       accountant=str(data.get("accountant", "rdp")), entries=list(data["entries"]),
+                       unit=str(data.get("unit", "record")))
         except (KeyError, TypeError, ValueError) as exc:
             raise FedECGError(f"{source}: malformed privacy ledger ({exc})") from exc
 

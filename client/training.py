@@ -106,8 +106,9 @@ def state_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig, *, server_round: int,
                 site: str, device: torch.device, noise_multiplier: float | None = None,
-                proximal_mu: float = 0.0) -> LocalResult:
-    """Train one round at a site. ``noise_multiplier`` given ⇔ DP-SGD (the caller chose sigma)."""
+                proximal_mu: float = 0.0, patient_ids: np.ndarray | None = None) -> LocalResult:
+    """Train one round at a site. ``noise_multiplier`` given ⇔ DP-SGD (the caller chose sigma). With
+    ``dp.unit: patient`` DP-SGD samples patients (``patient_ids`` per training record, required)."""
     from torch.utils.data import DataLoader
 
     from ptbxl.dataset import ECGTorchDataset
@@ -122,11 +123,20 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
     model.train()
     schedule = Schedule.from_config(model_cfg, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    dataset = ECGTorchDataset(arrays)
+    private = noise_multiplier is not None
+    if private and cfg.dp.unit == "patient":
+        from fedecg.errors import FedECGError
+        from ptbxl.dataset import PatientSampledDataset
+
+        if patient_ids is None:
+            raise FedECGError(f"site {site}: dp.unit is patient but the site's ptbxl_database.csv has no "
+                              "patient_id column (add it, or set dp.unit=record)")
+        dataset = PatientSampledDataset(arrays, patient_ids, torch.Generator().manual_seed(seed + 3))
+    else:
+        dataset = ECGTorchDataset(arrays)
     n = len(dataset)
     batch = min(cfg.train.batch_size, n)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=data_gen, drop_last=False)
-    private = noise_multiplier is not None
     if private:
         from opacus import PrivacyEngine
 

@@ -72,9 +72,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DPConfig:
-    """Record-level DP-SGD at each site (Opacus)."""
+    """DP-SGD at each site (Opacus), per patient (default) or per record."""
 
     enabled: bool = False
+    unit: str = "patient"  # patient: Poisson-sample patients, one random record each per step | record
     noise_multiplier: float = 1.0  # used when target_epsilon is 0
     target_epsilon: float = 0.0  # > 0: choose sigma so the whole run spends exactly this at delta
     delta: float = 0.0  # 0: delta = 1 / n_site_train
@@ -185,6 +186,7 @@ class ScenarioConfig:
             (self.strategy.name in ("fedavg", "fedprox", "fedadam", "fedyogi"),
              "strategy.name must be fedavg, fedprox, fedadam or fedyogi"),
             (self.dp.accountant in ("rdp", "prv"), "dp.accountant must be rdp or prv"),
+            (self.dp.unit in ("patient", "record"), "dp.unit must be patient or record"),
             (self.dp.noise_multiplier > 0 or self.dp.target_epsilon > 0 or not self.dp.enabled,
              "dp.noise_multiplier must be > 0 (or set dp.target_epsilon)"),
             (self.dp.max_grad_norm > 0, "dp.max_grad_norm must be > 0"),

@@ -24,7 +24,7 @@ ALLOWED_METRICS = frozenset({
     "train-loss", "eps-loss", "mel-loss", "val-loss", "val-eps-loss", "val-mel-loss",
     "steps", "train-seconds",
     "epsilon", "delta", "dp-enabled", "dp-steps", "dp-sample-rate", "dp-noise-multiplier",
-    "dp-max-grad-norm", "dp-rounds", "refused",
+    "dp-max-grad-norm", "dp-rounds", "refused", "physical-batches", "dp-patient-level", "dp-units",
 })
 
 # Node-config keys

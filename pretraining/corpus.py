@@ -45,8 +45,11 @@ class CorpusInfo:
         out = {"source": self.source, "description": self.description, "licence": self.licence,
                "n_records": self.n_records}
         if self.seed is not None:
+            from ptbxl.demo import GENERATOR_VERSION
+
             out["generator_seed"] = self.seed
             out["generator"] = "ptbxl.synth (cardiac dipole) via ptbxl.demo.synthesize_records"
+            out["generator_version"] = GENERATOR_VERSION
         if self.root is not None:
             out["root"] = self.root
             out["folds"] = list(self.folds)

@@ -159,7 +159,7 @@ def site_budget(
     entry: SiteLedger,
     accountants: Sequence[str] = ACCOUNTANTS,
     primary: str | None = None,
-    level: str = "record",
+    level: str | None = None,
 ) -> SiteBudget:
     """Account one ledger entry with every accountant in ``accountants``; ``epsilon`` is ``primary``'s
     (default: the accountant the site declared in its ledger, else RDP)."""
@@ -174,7 +174,7 @@ def site_budget(
     reported = next((e.epsilon for e in reversed(entry.history) if e.epsilon is not None), None)
     return SiteBudget(
         site=entry.site,
-        level=level,
+        level=level or entry.unit,
         n_records=entry.n_records,
         steps=entry.steps,
         rounds=len(entry.rounds),
@@ -199,11 +199,18 @@ class RunBudget:
     release_delta: float
     client_level: SiteBudget | None
 
+    @property
+    def release_level(self) -> str:
+        """The privacy unit the released model's ε holds for: ``patient`` only if every site accounted per
+        patient, else ``record`` (the weaker unit)."""
+        levels = {b.level for b in self.sites.values()}
+        return "patient" if levels == {"patient"} else "record"
+
     def to_dict(self) -> dict:
         return {
             "sites": {k: v.to_dict() for k, v in self.sites.items()},
             "release": {
-                "level": "record",
+                "level": self.release_level,
                 "epsilon": _finite(self.release_epsilon),
                 "delta": self.release_delta,
                 "rule": "max over sites (disjoint records, parallel composition)",

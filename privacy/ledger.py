@@ -58,9 +58,10 @@ class SiteLedger:
     site: str
     delta: float
     history: tuple[LedgerEntry, ...]
-    n_records: int | None = None
+    n_records: int | None = None  # number of privacy units at the site (patients or records, see ``unit``)
     max_grad_norm: float | None = None
     accountant: str = "rdp"
+    unit: str = "record"  # the privacy unit: "patient" (one clipped gradient per sampled patient) or "record"
 
     @property
     def steps(self) -> int:
@@ -86,6 +87,7 @@ class SiteLedger:
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_records": self.n_records,
+            "unit": self.unit,
             "delta": self.delta,
             "max_grad_norm": self.max_grad_norm,
             "accountant": self.accountant,
@@ -160,7 +162,14 @@ def _site_from_dict(site: str, obj: Any, where: str) -> SiteLedger:
         n_records=_num(obj, "n_records", where, int, 0, optional=True),
         max_grad_norm=_num(obj, "max_grad_norm", where, float, 0.0, optional=True),
         accountant=accountant,
+        unit=_unit(obj.get("unit", "record"), where),
     )
+
+
+def _unit(value: Any, where: str) -> str:
+    if value not in ("patient", "record", "client"):
+        raise FedECGError(f"{where}: unit must be 'patient' or 'record', got {value!r}")
+    return str(value)
 
 
 def ledger_from_dict(obj: Any, source: str = "privacy ledger") -> PrivacyLedger:

@@ -122,6 +122,31 @@ def load_arrays(
     return ECGArrays(**arrays)
 
 
+class PatientSampledDataset(Dataset):
+    """One item per patient (the privacy unit of patient-level DP-SGD): each time patient ``i`` is drawn, one of
+    its records is chosen uniformly at random with ``generator``. Poisson sampling over this dataset then
+    gives every patient, whatever its number of records, at most one (clipped) gradient per step."""
+
+    def __init__(self, arrays: ECGArrays, patient_ids: np.ndarray, generator: torch.Generator) -> None:
+        pids = np.asarray(patient_ids)
+        if len(pids) != len(arrays):
+            raise FedECGError(f"PatientSampledDataset: {len(pids)} patient ids for {len(arrays)} records")
+        self.records = ECGTorchDataset(arrays)
+        _, inverse = np.unique(pids, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse))
+        self.groups = np.split(order, bounds[:-1])
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        group = self.groups[i]
+        j = int(torch.randint(len(group), (1,), generator=self.generator)) if len(group) > 1 else 0
+        return self.records[int(group[j])]
+
+
 class ECGTorchDataset(Dataset):
     """Items ``(x (8, 1000), labels (71,), demo (4,), demo_mask (4,))`` as float32 tensors."""
 

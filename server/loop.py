@@ -293,7 +293,9 @@ def _update_ledger(ledger: dict, rnd: int, site_metrics: dict[str, dict], n_site
     for site, m in site_metrics.items():
         if m.get("dp-enabled") != 1.0 or "dp-noise-multiplier" not in m:
             continue
-        entry = ledger["sites"].setdefault(site, {"n_records": int(m.get(P.NUM_EXAMPLES, 0)),
+        entry = ledger["sites"].setdefault(site, {"n_records": int(m.get("dp-units", m.get(P.NUM_EXAMPLES, 0))),
+                                                  "unit": "patient" if m.get("dp-patient-level") == 1.0
+                                                  else "record",
                                                   "delta": m.get("delta"), "max_grad_norm":
                                                   m.get("dp-max-grad-norm"), "accountant": ledger["accountant"],
                                                   "history": []})

@@ -16,6 +16,18 @@ log = logging.getLogger(__name__)
 
 def finish_run(run_dir: str | Path) -> str:
     """Write synthetic ECGs, curves and the budget table into ``run_dir``; return a short text report."""
+    import warnings
+
+    import numpy as np
+
+    # Known-harmless library chatter at this stage (Flower's Ray transport re-enables DeprecationWarnings
+    # process-wide): wfdb's pandas `inplace=` calls, and log(0) inside Opacus' PRV accountant at q = 1.
+    with warnings.catch_warnings(), np.errstate(divide="ignore"):
+        warnings.filterwarnings("ignore", message="The inplace keyword")
+        return _finish_run(run_dir)
+
+
+def _finish_run(run_dir: str | Path) -> str:
     rd = RunDir(run_dir)
     cfg = rd.read_config()
     lines = [f"run directory: {rd.path}"]
@@ -176,12 +188,13 @@ def write_budget(rd: RunDir) -> tuple[str, Path | None]:
     png = rd.path / "epsilon_over_rounds.png"
     png.write_bytes(epsilon_rounds_png(curves, {s: e.delta for s, e in ledger.sites.items()},
                                        next(iter(budget.sites.values())).accountant))
-    head = f"{'site':<16}{'records':>8}{'steps':>7}{'sigma':>7}{'q':>8}{'delta':>10}{'epsilon':>9}"
+    head = f"{'site':<16}{'unit':>8}{'units':>7}{'steps':>7}{'sigma':>7}{'q':>8}{'delta':>10}{'epsilon':>9}"
     rows = [head, "-" * len(head)]
     for s, b in budget.sites.items():
-        rows.append(f"{s:<16}{b.n_records or 0:>8}{b.steps:>7}{b.noise_multiplier or 0:>7.2f}"
+        rows.append(f"{s:<16}{b.level:>8}{b.n_records or 0:>7}{b.steps:>7}{b.noise_multiplier or 0:>7.2f}"
                     f"{b.sample_rate or 0:>8.4f}{b.delta:>10.2e}{b.epsilon:>9.3f}")
-    rows.append(f"released model (record level, max over sites): epsilon = {budget.release_epsilon:.3f} "
+    rows.append(f"released model ({budget.release_level} level, max over sites): "
+                f"epsilon = {budget.release_epsilon:.3f} "
                 f"at delta = {budget.release_delta:.2e}")
     return "\n".join(rows), png
 

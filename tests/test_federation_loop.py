@@ -179,13 +179,14 @@ def test_site_refuses_to_train_once_budget_is_spent(tmp_path, demo_ptbxl):
     from client.training import poisson_rate
     from privacy.accounting import compute_epsilon
 
-    rd, n = _prepare(tmp_path, demo_ptbxl, "probe")
+    rd, n = _prepare(tmp_path, demo_ptbxl, "probe", **{"dp.unit": "record"})
     one_round = []  # each site's epsilon after one round: (sigma 0.8, q, 2 steps) at delta = 1/n
     for client in Manifest.load(rd.manifest_path).clients:
         n_train = len(client.train)
         one_round.append(compute_epsilon([(0.8, poisson_rate(n_train, 4), 2)], 1.0 / n_train))
     budget = max(one_round) * 1.05  # every site affords round 1, the hungriest cannot afford round 2
-    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=2, **{"dp.budget_epsilon": budget, "dp.noise_multiplier": 0.8})
+    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=2, **{"dp.budget_epsilon": budget, "dp.noise_multiplier": 0.8,
+                                                         "dp.unit": "record"})
 
     _run(rd, n)
 

@@ -88,7 +88,7 @@ def budget(
         table.add_column(col, justify="right")
     rows = list(result.sites.values()) + ([result.client_level] if result.client_level else [])
     for b in rows:
-        name = b.site if b.level == "record" else f"{b.site} (client-level DP)"
+        name = f"{b.site} (client-level DP)" if b.level == "client" else f"{b.site} (per {b.level})"
         table.add_row(
             name,
             str(b.n_records or "-"),

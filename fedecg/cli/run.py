@@ -53,9 +53,10 @@ def demo_cmd(
     typer.echo(report)
     from server.rundir import RunDir
 
-    if RunDir(out).read_config().dp.enabled:
-        typer.echo("\nNote: with DP-SGD on sites this small (27-189 records, batch 8) the noise outweighs the "
-                   "gradient signal, so the tiny generator still draws noise and small sites spend a large epsilon. "
-                   "Without DP and longer, the same federation draws ECG-like traces (QRS-like spikes on a clean "
-                   "baseline): `fedecg demo --set dp=false --set rounds=10 --set local_steps=100` (4-8 min "
-                   "on 2 cores).")
+    cfg = RunDir(out).read_config()
+    if cfg.dp.enabled:
+        unit = ("one patient (each step Poisson-samples patients; a sampled patient adds one clipped gradient "
+                "from one of its records)" if cfg.dp.unit == "patient" else
+                "one ECG record (a patient with k records is protected only at group level)")
+        typer.echo(f"\nPrivacy unit: {unit}. Started from {cfg.init}: public pretraining, then private fine-tuning "
+                   "with large batches and few steps at every site.")
