@@ -215,7 +215,6 @@ def test_heart_rate_agrees_with_ecgen_eval():
     default is 500 Hz). Its detector keeps peaks >= 0.5 s apart (<= 120 bpm), so sinus-rhythm sets only."""
     pytest.importorskip("ecgen_eval", reason="ecgen-eval not installed (pip install ecgen-eval)")
     from ecgen_eval.metrics.heart_rate import HeartRateMetric
-
     from scipy.signal import butter, sosfiltfilt
 
     # both detectors get the same band-limited input: ecgen-eval's simple detector counts noise peaks as beats
