@@ -170,14 +170,40 @@ def _write_record(path: Path, sig12: np.ndarray, fs: int) -> None:
     write_format16(path.parent, path.name, digital, fs, WFDB_LEAD_NAMES, adc_gain=ADC_GAIN)
 
 
+def _write_chunk(tmp: Path, meta: pd.DataFrame, seed: int) -> int:
+    for row, (hi12, lo12) in zip(meta.itertuples(index=False), synthesize_records(meta, seed), strict=True):
+        _write_record(tmp / row.filename_hr, hi12, FS_HIGH)
+        _write_record(tmp / row.filename_lr, lo12, FS)
+    return len(meta)
+
+
+def _write_all(tmp: Path, meta: pd.DataFrame, seed: int, workers: int) -> None:
+    """Write every record; with ``workers`` > 1 in that many processes (a record depends only on
+    ``(seed, ecg_id)``, so the result is the same)."""
+    if workers <= 1 or len(meta) < 200:
+        _write_chunk(tmp, meta, seed)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = []
+    for part in np.array_split(np.arange(len(meta)), workers * 4):
+        chunk = meta.iloc[part].copy()
+        chunk.attrs["codes"] = [meta.attrs["codes"][i] for i in part]
+        chunks.append(chunk)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(_write_chunk, [tmp] * len(chunks), chunks, [seed] * len(chunks)))
+
+
 def make_demo_dataset(
-    dest: str | Path, n_records: int = 480, n_sites: int = 5, seed: int = 0, overwrite: bool = False
+    dest: str | Path, n_records: int = 480, n_sites: int = 5, seed: int = 0, overwrite: bool = False,
+    workers: int = 0,
 ) -> Path:
     """Write a synthetic PTB-XL-layout dataset to ``dest`` and return it (built in a temp folder, then
     renamed).
 
-    Raises FedECGError when ``dest`` exists and is not empty (unless ``overwrite``) or the sizes are
-    invalid."""
+    ``workers``: processes that write the records (0 = one per CPU core). Raises FedECGError when ``dest``
+    exists and is not empty (unless ``overwrite``) or the sizes are invalid."""
     dest = Path(dest)
     if n_records < n_sites or n_sites < 1:
         raise FedECGError(f"demo: need n_records >= n_sites >= 1 (got {n_records}, {n_sites})")
@@ -188,9 +214,9 @@ def make_demo_dataset(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        for row, (hi12, lo12) in zip(meta.itertuples(index=False), synthesize_records(meta, seed), strict=True):
-            _write_record(tmp / row.filename_hr, hi12, FS_HIGH)
-            _write_record(tmp / row.filename_lr, lo12, FS)
+        import os
+
+        _write_all(tmp, meta, seed, workers or os.cpu_count() or 1)
         meta.to_csv(tmp / DATABASE_CSV, index=False)
         statements_frame().to_csv(tmp / STATEMENTS_CSV)
         atomic_write_text(tmp / "RECORDS", "".join(f"{f}\n" for f in meta["filename_lr"]))
