@@ -101,6 +101,9 @@ class StrategyConfig:
     beta_2: float = 0.99
     tau: float = 1e-3
     max_update_norm: float = 1e3  # replies whose update ||w_site - w_global|| exceeds this are rejected
+    relative_norm_factor: float = 10.0  # >= 3 replies: reject updates > this x the round's median norm (0 = off)
+    max_examples: float = 1e6  # cap on a site's num-examples (simulation: its manifest train count; server.validation)
+    robust: str = "none"  # none | median | trimmed-mean:BETA | norm-bound:C (server.robust)
     round_timeout_s: float = 3600.0
     client_dp: bool = False  # Flower's DifferentialPrivacyServerSideFixedClipping (client-level DP)
     client_dp_noise: float = 1.0
@@ -201,6 +204,7 @@ class ScenarioConfig:
             if not ok:
                 raise FedECGError(f"scenario {self.name!r}: {msg}")
         self.model.resolve()
+        self._validate_robust()
         if check_files and self.init != "none":
             from sssd.pretrained import resolve_init
 
@@ -209,6 +213,22 @@ class ScenarioConfig:
             except FedECGError as exc:
                 raise FedECGError(f"scenario {self.name!r}: {exc}") from exc
         return self
+
+    def _validate_robust(self) -> None:
+        from server.robust import parse_robust
+
+        sc = self.strategy
+        try:
+            rule = parse_robust(sc.robust)
+        except FedECGError as exc:
+            raise FedECGError(f"scenario {self.name!r}: {exc}") from exc
+        if rule.combines and sc.client_dp:
+            raise FedECGError(f"scenario {self.name!r}: strategy.robust={sc.robust} combines the sites' updates "
+                              "before Flower's client-level DP could clip each one; use none or norm-bound:C "
+                              "with strategy.client_dp")
+        if not sc.relative_norm_factor >= 0 or not sc.max_examples > 0:
+            raise FedECGError(f"scenario {self.name!r}: strategy.relative_norm_factor must be >= 0 and "
+                              "strategy.max_examples > 0")
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> ScenarioConfig:

@@ -25,7 +25,35 @@ ALLOWED_METRICS = frozenset({
     "steps", "train-seconds",
     "epsilon", "delta", "dp-enabled", "dp-steps", "dp-sample-rate", "dp-noise-multiplier",
     "dp-max-grad-norm", "dp-rounds", "refused", "physical-batches", "dp-patient-level", "dp-units",
+    "records-invalid",  # records the site skipped because they failed validation (their ecg_ids stay local)
 })
+
+# Error replies a site may send: client.egress turns every exception in the ClientApp into one of these, as
+# "fedecg/<class>: <message>" and nothing else; the details (exception text, paths, record contents) stay in
+# the site's local log. The server keeps an error reason only when it is one of these (server.validation).
+ERROR_PREFIX = "fedecg/"
+ERROR_MESSAGES = {
+    "data": "the site's data could not be loaded or failed validation; details are in the site's local log",
+    "config": "the site rejected the server's run configuration; details are in the site's local log",
+    "privacy": "the site's privacy accounting failed; details are in the site's local log",
+    "training": "local training failed; details are in the site's local log",
+    "resources": "the site ran out of memory or another resource; details are in the site's local log",
+    "egress": "the site's egress guard blocked the reply; details are in the site's local log",
+    "internal": "the site failed with an internal error; details are in the site's local log",
+}
+
+
+def error_reason(error_class: str) -> str:
+    """The reason string of a site's error reply for ``error_class`` (a key of ERROR_MESSAGES)."""
+    return f"{ERROR_PREFIX}{error_class}: {ERROR_MESSAGES[error_class]}"
+
+
+def parse_error_reason(reason: object) -> tuple[str, str] | None:
+    """(class, message) when ``reason`` is exactly an allow-listed site error, else None."""
+    if not isinstance(reason, str) or not reason.startswith(ERROR_PREFIX):
+        return None
+    cls, sep, message = reason[len(ERROR_PREFIX):].partition(": ")
+    return (cls, message) if sep and ERROR_MESSAGES.get(cls) == message else None
 
 # Node-config keys
 NODE_DATA_DIR = "data-dir"  # deployment: this site's PTB-XL-layout folder

@@ -30,9 +30,19 @@ from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
 from fedecg.io import append_jsonl, atomic_write_json
 from server.ema import update_ema
+from server.robust import aggregation_replies, parse_robust
 from server.rundir import CHECKPOINT_FORMAT, RunDir
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
-from server.validation import Verdict, check_reply, site_of
+from server.validation import (
+    ExampleCounts,
+    Verdict,
+    attribute_replies,
+    check_reply,
+    reported_metrics,
+    screen_round,
+    site_of,
+    site_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
                               max_nodes=n_expected or None)
     if ckpt is not None:
         restore_strategy_state(strategy, ckpt.get("strategy_state", {}))
+    rule = parse_robust(cfg.strategy.robust)
+    counts = ExampleCounts(cfg.strategy.max_examples, _registered_counts(rd), (ckpt or {}).get("example_counts"))
     rd.write_status("running", round=start)
 
     # the sites get the config without the server's base path: the base reaches them as round 1's weights,
@@ -118,15 +130,20 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             replies = list(grid.send_and_receive(train_msgs, timeout=cfg.strategy.round_timeout_s))
             t_train = time.perf_counter() - t0
             sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in train_msgs if m.metadata.message_id}
-            sites = [site_of(m, node_names, sent_to) for m in replies]
-            verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm, s) for m, s in zip(replies, sites)]
-            accepted = sorted(((s, m) for s, m, v in zip(sites, replies, verdicts) if v.accepted),
-                              key=lambda sm: sm[0])
+            sites, problems = attribute_replies(replies, node_names, sent_to)
+            verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm, s, counts=counts)
+                        for m, s in zip(replies, sites)]
+            screen_round(verdicts, problems, cfg.strategy.relative_norm_factor)
+            accepted = sorted(((s, m, v) for s, m, v in zip(sites, replies, verdicts) if v.accepted),
+                              key=lambda smv: smv[0])
+            for v in verdicts:
+                if v.accepted:
+                    counts.admit(v.site, v.num_examples)
             for v in verdicts:
                 if not v.accepted:
                     log.warning("round %d: rejected reply from %s: %s", rnd, v.site, v.reason)
             if len(accepted) >= cfg.strategy.min_replies:
-                agg, _ = strategy.aggregate_train(rnd, [_for_aggregation(m) for _, m in accepted])
+                agg, _ = strategy.aggregate_train(rnd, aggregation_replies(rule, accepted, weights))
                 if agg is not None:
                     weights = {k: np.asarray(a.numpy(), dtype=weights[k].dtype) for k, a in agg.items()}
             else:
@@ -147,6 +164,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             row = {"round": rnd, "time": time.time(), "sites": site_metrics,
                    "server": _server_summary(site_metrics, verdicts, time.perf_counter() - t0, t_train)}
             payload = _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd, settings, ema, base_info)
+            payload["example_counts"] = dict(counts.first_seen)  # deployment: the sites' first counts
             append_jsonl(rd.metrics_path, row)
             atomic_write_json(rd.ledger_path, ledger)
             rd.save_checkpoint(rnd, payload, keep=cfg.output.keep_checkpoints)
@@ -164,7 +182,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             progress.close()
         if board is not None:
             board.close()
-    rd.write_status("completed", round=cfg.rounds, rounds_without_update=empty_rounds)
+    rd.write_status("completed", round=cfg.rounds, rounds_without_update=empty_rounds, **site_problems(rd.metrics()))
     return weights
 
 
@@ -232,14 +250,12 @@ def _copy(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # ---- helpers -------------------------------------------------------------------------------------------
 
 
-def _for_aggregation(msg):
-    """A validated reply reduced to what Flower's strategies aggregate: arrays + the example count."""
-    from flwr.app import Message, MetricRecord, RecordDict
-
-    n = msg.content.metric_records[P.METRICS][P.NUM_EXAMPLES]
-    content = RecordDict({P.ARRAYS: msg.content.array_records[P.ARRAYS],
-                          P.METRICS: MetricRecord({P.NUM_EXAMPLES: float(n)})})
-    return Message(content=content, dst_node_id=msg.metadata.src_node_id, message_type="train")
+def _registered_counts(rd: RunDir) -> dict[str, int] | None:
+    """Simulation: each client's train record count from the manifest (the most it may claim); else None."""
+    if not rd.manifest_path.exists():
+        return None
+    clients = json.loads(rd.manifest_path.read_text()).get("clients", [])
+    return {str(c["client_id"]): len(c.get("train", [])) for c in clients}
 
 
 def _expected_sites(rd: RunDir) -> int:
@@ -263,22 +279,21 @@ def _site_train_metrics(replies, verdicts: list[Verdict]) -> dict[str, dict]:
         entry: dict = {"status": "accepted" if v.accepted else "rejected"}
         if not v.accepted:
             entry["reason"] = v.reason
+        if v.note:
+            entry["note"] = v.note
         if np.isfinite(v.update_norm):
             entry["update_norm"] = v.update_norm
-        if not msg.has_error() and P.METRICS in msg.content.metric_records:
-            for k, val in msg.content.metric_records[P.METRICS].items():
-                if isinstance(val, (int, float)):
-                    entry[k] = float(val)
+        entry.update(reported_metrics(msg))  # allow-listed finite scalars only
         out[v.site] = entry
     return dict(sorted(out.items()))
 
 
 def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names: dict[int, str]) -> None:
     for msg in eval_replies:
-        if msg.has_error():
+        metrics = reported_metrics(msg)  # {} for error or malformed replies
+        if not metrics:
             continue
         site = site_of(msg, node_names)
-        metrics = msg.content.metric_records.get(P.METRICS, {})
         dest = site_metrics.setdefault(site, {"status": "evaluated-only"})
         for k in ("val-loss", "val-eps-loss", "val-mel-loss"):
             if k in metrics:
