@@ -70,6 +70,7 @@ class PretrainSettings:
     sampler_steps: int = 50  # DDIM steps for those samples
     resume: bool = False
     progress: bool = True
+    init: str = ""  # start from this checkpoint's (EMA) weights instead of a fresh initialisation
 
     def validate(self) -> PretrainSettings:
         checks = [
@@ -177,6 +178,15 @@ def pretrain(s: PretrainSettings) -> dict:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
             model = SSSDDenoiser(model_cfg.replace(init_seed=s.seed))
+        init_info = None
+        if s.init and not s.resume:
+            from sssd.pretrained import load_base
+
+            base = load_base(s.init, model_config=model_cfg)
+            model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in base.state.items()})
+            init_info = {"path": str(base.path), "sha256": base.sha256, "weights": base.weights,
+                         "steps": (base.card.get("training") or {}).get("steps")}
+            log.info("pretrain: starting from %s (%s weights)", base.path, base.weights)
         model.to(device).train()
         params = [p for p in model.parameters()]
         ema = [p.detach().clone() for p in params]
@@ -261,6 +271,8 @@ def pretrain(s: PretrainSettings) -> dict:
             bar.close()
         wall = time.perf_counter() - t_start
         card = _model_card(out, s, model_cfg, corpus, step, wall, history, precision, device, n)
+        if s.init:
+            card["training"]["initialised_from"] = init_info or {"path": s.init}
         if s.eval_samples > 0:
             card["realism"] = _realism(out, s, device)
         _write_card(out, card)
@@ -376,6 +388,8 @@ def _command(s: PretrainSettings) -> str:
     parts += [f"--set {q(f'{k}={json.dumps(v)}')}" for k, v in sorted(s.model_overrides.items())]
     if s.device != "auto":
         parts.append(f"--device {q(s.device)}")
+    if s.init:
+        parts.append(f"--init {q(s.init)}")
     parts.append(f"--eval-samples {s.eval_samples} --sampler-steps {s.sampler_steps}")
     return " ".join(parts)
 

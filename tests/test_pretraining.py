@@ -346,3 +346,17 @@ def test_cli_bad_options_fail_with_one_line(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("error: pretrain: ") and message in lines[0], res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "b.pt").exists()
+
+
+def test_a_further_phase_starts_from_the_base_weights(trained, tmp_path):
+    """--init: a second pretraining phase starts from the base's EMA weights (not a fresh initialisation)."""
+    from sssd.pretrained import load_base
+
+    s, _, _ = trained
+    base = load_base(s.out)
+    card = pt.pretrain(_settings(tmp_path / "phase2.pt", steps=1, lr=1e-12, warmup_steps=0, init=s.out))
+    after = load_checkpoint(tmp_path / "phase2.pt")["state_dict"]
+    for k, v in base.state.items():
+        np.testing.assert_allclose(after[k].numpy(), v, atol=1e-6)
+    assert card["training"]["initialised_from"]["sha256"] == base.sha256
+    assert f"--init {s.out}" in card["command"]

@@ -33,6 +33,8 @@ def pretrain_cmd(
                                      "metrics (0 = skip)."),
     sampler_steps: int = typer.Option(50, "--sampler-steps", help="DDIM steps for those samples."),
     set_: list[str] = typer.Option([], "--set", help="Model field override key=value (e.g. mel_lambda=0)."),
+    init: str = typer.Option("", "--init", help="Start from this base's (EMA) weights (a checkpoint path or "
+                             "builtin:<name>) instead of a fresh initialisation: a further pretraining phase."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the training state next to OUT "
                                 "(<stem>.train-state)."),
 ) -> None:
@@ -52,7 +54,7 @@ def pretrain_cmd(
                                 corpus_records=records, steps=steps, minutes=minutes, batch_size=batch, lr=lr,
                                 warmup_steps=warmup, ema_decay=ema_decay, seed=seed, precision=precision,
                                 device=device, threads=threads, save_every=save_every, eval_samples=eval_samples,
-                                sampler_steps=sampler_steps, resume=resume)
+                                sampler_steps=sampler_steps, resume=resume, init=init)
     card = pretrain(settings)
     jpath, mpath = card_paths(out)
     t = card["training"]
