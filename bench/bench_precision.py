@@ -50,7 +50,8 @@ def main() -> None:
     fp, bf = res["fp32"]["history"], res["bf16"]["history"]
     rows = ["step   loss fp32   loss bf16   rel. diff"]
     for a, b in zip(fp, bf):
-        rows.append(f"{a['step']:>4} {a['loss']:>11.4f} {b['loss']:>11.4f} {(b['loss'] - a['loss']) / a['loss']:>+10.1%}")
+        rel = (b["loss"] - a["loss"]) / a["loss"]
+        rows.append(f"{a['step']:>4} {a['loss']:>11.4f} {b['loss']:>11.4f} {rel:>+10.1%}")
     rows.append(f"s/step: fp32 {res['fp32']['s_per_step']:.3f}, bf16 {res['bf16']['s_per_step']:.3f} "
                 f"({res['fp32']['s_per_step'] / res['bf16']['s_per_step']:.2f}x)")
     print("\n".join(rows))
