@@ -68,6 +68,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # torch threads per client (0 = leave as is)
     eval_batches: int = 2  # batches of the site's validation split scored in evaluate
+    min_records: int = 1  # a site with fewer valid training records (bad ones are skipped) refuses the round
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class ScenarioConfig:
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
             (self.train.lr > 0, "train.lr must be > 0"),
             (self.train.physical_batch_size >= 0, "train.physical_batch_size must be >= 0"),
+            (self.train.min_records >= 1, "train.min_records must be >= 1"),
             (self.train.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
             (self.demo_data.records >= self.demo_data.sites >= 1, "demo_data needs records >= sites >= 1"),
             (self.output.fidelity_reference in ("train", "heldout"), "output.fidelity_reference: train or heldout"),

@@ -62,4 +62,5 @@ NODE_STATE_DIR = "state-dir"  # deployment: where the site keeps its privacy led
 NODE_PARTITION_ID = "partition-id"  # simulation (set by Flower)
 
 STATUS_OK = "ok"
-STATUS_REFUSED = "refused"  # privacy budget spent
+STATUS_REFUSED = "refused"  # privacy budget spent, or too few valid records (DATA_REFUSAL)
+DATA_REFUSAL = "too few valid training records"  # how a site that cannot train on its data refuses

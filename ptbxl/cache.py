@@ -53,8 +53,18 @@ def load_cached(cache_dir: str | Path, key: str) -> dict[str, np.ndarray] | None
         return None
 
 
-def store_cached(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as ``<cache_dir>/<key>/<name>.npy`` atomically (temp folder, then rename)."""
+def load_cached_extra(cache_dir: str | Path, key: str) -> dict | None:
+    """The JSON side data stored with ``key`` (``store_cached(..., extra=...)``), or None."""
+    path = Path(cache_dir) / key / "extra.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def store_cached(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray], extra: dict | None = None) -> Path:
+    """Write ``arrays`` as ``<cache_dir>/<key>/<name>.npy`` (and ``extra`` as extra.json) atomically (temp
+    folder, then rename)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / key
@@ -62,6 +72,8 @@ def store_cached(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray])
     try:
         for name in ARRAY_NAMES:
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arrays[name]))
+        if extra is not None:
+            (tmp / "extra.json").write_text(json.dumps(extra), encoding="utf-8")
         try:
             os.replace(tmp, final)
         except OSError:  # another process won the race: its folder is equivalent

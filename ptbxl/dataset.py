@@ -2,7 +2,9 @@
 
 ``load_arrays`` reads records100/ (100 Hz) through ``ptbxl.signals`` and, when ``cache_dir`` is given, keeps
 the preprocessed float32 arrays in a content-hashed cache (``ptbxl.cache``) so later loads are memory-mapped
-reads.
+reads. Every record is validated as it is read (folder's sampling rate and length, 12 PTB-XL leads, finite
+samples): ``load_arrays`` raises on the first bad one, ``load_valid_arrays`` (what a site trains on) skips bad
+records and returns their ecg_ids with the reasons.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fedecg.errors import FedECGError
-from ptbxl.cache import cache_key, load_cached, store_cached
+from ptbxl.cache import cache_key, load_cached, load_cached_extra, store_cached
 from ptbxl.constants import FS, N_SAMPLES
 from ptbxl.demographics import encode_demographics
 from ptbxl.labels import LabelVocab
@@ -64,11 +66,34 @@ class ECGArrays:
         return self.subset([pos[int(e)] for e in ecg_ids])
 
 
-def _build(root: Path, meta: pd.DataFrame, vocab: LabelVocab) -> dict[str, np.ndarray]:
+def read_valid_record(root: Path, name: str) -> np.ndarray:
+    """One record as (12, L) float32 mV, or FedECGError naming it: unreadable, wrong rate / length for its
+    folder, other leads (``ptbxl.signals.read_record``), or NaN/Inf samples."""
+    sig = read_record(root, name)
+    bad = int(np.size(sig) - np.count_nonzero(np.isfinite(sig)))
+    if bad:
+        raise FedECGError(f"record {name}: {bad} invalid (NaN/Inf) samples")
+    return sig
+
+
+def _build(root: Path, meta: pd.DataFrame, vocab: LabelVocab, skip_invalid: bool = False
+           ) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Arrays of ``meta``'s records; with ``skip_invalid`` bad records are left out and listed
+    (``{"ecg_id", "record", "reason"}``), else the first one raises."""
     n = len(meta)
     x = np.empty((n, 8, N_SAMPLES), dtype=np.float32)
-    for i, name in enumerate(meta["filename_lr"]):
-        x[i] = model_view(read_record(root, name), fs=FS)
+    keep, skipped = [], []
+    for i, (ecg_id, name) in enumerate(zip(meta.index, meta["filename_lr"], strict=True)):
+        try:
+            x[i] = model_view(read_valid_record(root, name), fs=FS)
+        except FedECGError as exc:
+            if not skip_invalid:
+                raise
+            skipped.append({"ecg_id": int(ecg_id), "record": str(name), "reason": str(exc)})
+            continue
+        keep.append(i)
+    if skipped:
+        meta, x = meta.iloc[keep], x[keep]
     demo, demo_mask = encode_demographics(meta)
     return {
         "x": x,
@@ -76,7 +101,7 @@ def _build(root: Path, meta: pd.DataFrame, vocab: LabelVocab) -> dict[str, np.nd
         "demo": demo,
         "demo_mask": demo_mask,
         "ecg_ids": meta.index.to_numpy(dtype=np.int64),
-    }
+    }, skipped
 
 
 def load_arrays(
@@ -91,7 +116,27 @@ def load_arrays(
 
     ``vocab`` defaults to the folder's ``scp_statements.csv`` when present, else PTB-XL's 71 codes; ``meta``
     may pass an already read ``ptbxl_database.csv``. With ``cache_dir``, the first call writes a
-    content-hashed cache and later calls return memmaps from it."""
+    content-hashed cache and later calls return memmaps from it. A bad record raises FedECGError naming it
+    (``load_valid_arrays`` skips it instead)."""
+    arrays, _ = _load(root, ecg_ids, cache_dir, vocab, meta, skip_invalid=False)
+    return arrays
+
+
+def load_valid_arrays(
+    root: str | Path,
+    ecg_ids: Sequence[int] | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    vocab: LabelVocab | None = None,
+    meta: pd.DataFrame | None = None,
+) -> tuple[ECGArrays, list[dict]]:
+    """``load_arrays`` without the records that fail validation: (arrays of the valid records in the given
+    order, ``[{"ecg_id", "record", "reason"}]`` of the skipped ones). Cached like ``load_arrays`` (the skipped
+    list with it)."""
+    return _load(root, ecg_ids, cache_dir, vocab, meta, skip_invalid=True)
+
+
+def _load(root, ecg_ids, cache_dir, vocab, meta, *, skip_invalid: bool) -> tuple[ECGArrays, list[dict]]:
     root = Path(root)
     meta = read_database(root) if meta is None else meta
     if vocab is None:
@@ -108,18 +153,21 @@ def load_arrays(
     sub = meta.loc[ids]
     key = None
     if cache_dir is not None:
-        key = cache_key(root, ids, sub["filename_lr"].tolist(), vocab.codes)
+        # the valid-records selection is its own cache entry (it carries the skipped list)
+        codes = [*vocab.codes, "<valid records only>"] if skip_invalid else vocab.codes
+        key = cache_key(root, ids, sub["filename_lr"].tolist(), codes)
         cached = load_cached(cache_dir, key)
-        if cached is not None:
+        extra = load_cached_extra(cache_dir, key) if skip_invalid else {"skipped": []}
+        if cached is not None and extra is not None:
             log.debug("cache hit %s (%d records)", key, len(ids))
-            return ECGArrays(**cached)
-    arrays = _build(root, sub, vocab)
+            return ECGArrays(**cached), list(extra.get("skipped", []))
+    arrays, skipped = _build(root, sub, vocab, skip_invalid)
     if key is not None:
-        store_cached(cache_dir, key, arrays)
+        store_cached(cache_dir, key, arrays, {"skipped": skipped} if skip_invalid else None)
         cached = load_cached(cache_dir, key)
         if cached is not None:
-            return ECGArrays(**cached)
-    return ECGArrays(**arrays)
+            return ECGArrays(**cached), skipped
+    return ECGArrays(**arrays), skipped
 
 
 class PatientSampledDataset(Dataset):

@@ -12,9 +12,36 @@ from typing import Any
 import numpy as np
 
 from fedecg.errors import FedECGError
-from ptbxl.constants import FS, LEADS_12, MODEL_LEAD_INDEX, N_SAMPLES
+from ptbxl.constants import DURATION_S, FS, FS_HIGH, LEADS_12, MODEL_LEAD_INDEX, N_SAMPLES
 from ptbxl.header import is_simple_format16, parse_header, read_format16
 from ptbxl.layout import dataset_root
+
+# PhysioNet's folders and what their records must be: (sampling rate in Hz, samples) for 10 s
+FOLDER_FORMATS: dict[str, tuple[int, int]] = {
+    "records100": (FS, int(round(FS * DURATION_S))),
+    "records500": (FS_HIGH, int(round(FS_HIGH * DURATION_S))),
+}
+
+
+def folder_format(filename: str) -> tuple[str, int, int] | None:
+    """(folder, Hz, samples) a record named like ``records100/00000/00001_lr`` must have; None elsewhere."""
+    folder = Path(filename).parts[0] if Path(filename).parts else ""
+    fmt = FOLDER_FORMATS.get(folder)
+    return None if fmt is None else (folder, *fmt)
+
+
+def check_header_format(filename: str, fs: float, sig_len: int) -> str | None:
+    """The problem with a header's sampling rate / length for its folder (records100: 100 Hz, 1000 samples;
+    records500: 500 Hz, 5000 samples), or None."""
+    expected = folder_format(filename)
+    if expected is None:
+        return None
+    folder, rate, n = expected
+    if fs != rate:
+        return f"header says {fs:g} Hz, but {folder}/ holds {rate} Hz records"
+    if sig_len != n:
+        return f"header says {sig_len} samples, but {folder}/ records have {n} ({DURATION_S:g} s at {rate} Hz)"
+    return None
 
 
 def read_record(root: str | Path, filename: str) -> np.ndarray:
@@ -22,13 +49,18 @@ def read_record(root: str | Path, filename: str) -> np.ndarray:
 
     Leads come in PTB-XL order ``LEADS_12`` (names compared case-insensitively); values equal
     ``wfdb.rdsamp(...)[0].T`` cast to float32 (format-16 records are decoded by ``ptbxl.header``, others by
-    ``wfdb``). Raises FedECGError naming the record when it is missing,
-    unreadable, or has other leads."""
+    ``wfdb``). A record under records100/ or records500/ must have that folder's sampling rate and length
+    (``check_header_format``): a 500 Hz or 900-sample header there is refused, not cropped or padded. Raises
+    FedECGError naming the record when it is missing, unreadable, of the wrong rate or length, or has other
+    leads. Invalid samples (WFDB's −32768) come back as NaN; ``ptbxl.dataset`` refuses them."""
     path = dataset_root(root) / filename
     hea = path.with_name(path.name + ".hea")
     if not hea.is_file():
         raise FedECGError(f"record {filename}: header {hea} not found")
     header = parse_header(hea)
+    problem = check_header_format(filename, header.fs, header.sig_len)
+    if problem:
+        raise FedECGError(f"record {filename}: {problem}")
     names = [str(n).upper() for n in header.sig_name]
     if names != [n.upper() for n in LEADS_12]:
         raise FedECGError(

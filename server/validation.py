@@ -44,7 +44,7 @@ class Verdict:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NPY_HEADER_SLACK = 1 << 16  # bytes an .npy header may add to the raw array data
-DATA_REFUSAL = "too few valid training records"  # how a site that cannot train on its data refuses
+DATA_REFUSAL = P.DATA_REFUSAL
 
 # Error codes that Flower's own machinery sets (the SuperLink / SuperNode, not our ClientApp's code): their
 # reasons are Flower's texts and are kept (last line, shortened). Codes 0 (unknown) and 2 (exception raised in the app)

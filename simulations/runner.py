@@ -48,6 +48,7 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     if rd.latest_round() >= cfg.rounds:
         log.info("%s already completed %d rounds", rd.path, cfg.rounds)
         return rd.path
+    check_records(rd)
     n_clients = len(Manifest.load(rd.manifest_path).clients)
     settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True,
                               show_progress=show_progress)
@@ -85,6 +86,34 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     return _check_completed(rd)
 
 
+def check_records(rd) -> dict[str, list[dict]]:
+    """Before a simulation starts: every record the manifest gives a site, checked like ``fedecg data check``
+    (header, the folder's sampling rate and length, leads, format, .dat size; samples are checked by the sites
+    as they load). Each bad record is logged with its ecg_id and client, and all of them are written to
+    RUN_DIR/data_check.json; the sites skip them (client.data), so they are never trained on."""
+    from fedecg.io import atomic_write_json
+    from ptbxl.check import check_record
+    from ptbxl.constants import FS
+    from ptbxl.layout import read_database
+    from ptbxl.partition import Manifest
+
+    manifest = Manifest.load(rd.manifest_path)
+    root = Path(manifest.dataset)
+    meta = read_database(root)
+    bad: dict[str, list[dict]] = {}
+    for client in manifest.clients:
+        for ecg_id in [*client.train, *client.val]:
+            name = str(meta.at[int(ecg_id), "filename_lr"]) if int(ecg_id) in meta.index else None
+            problem = "not in ptbxl_database.csv" if name is None else check_record(root, name, FS)
+            if problem:
+                bad.setdefault(str(client.client_id), []).append({"ecg_id": int(ecg_id), "record": name,
+                                                                  "reason": problem})
+                log.warning("dataset check: site %s, ecg_id %s (%s): %s; the site skips this record",
+                            client.client_id, ecg_id, name, problem)
+    atomic_write_json(rd.path / "data_check.json", {"dataset": str(root), "invalid": bad})
+    return bad
+
+
 def _check_completed(rd) -> Path:
     status = rd.status()
     if status.get("status") != "completed":
@@ -94,6 +123,12 @@ def _check_completed(rd) -> Path:
         reasons = _rejections(rd)
         raise FedECGError(f"simulation of {rd.path}: no site update was accepted in round(s) "
                           f"{status['rounds_without_update']} ({reasons}); see {rd.metrics_path}")
+    for site, n in (status.get("invalid_records") or {}).items():
+        log.warning("site %s skipped %d invalid record(s) (named in %s and in the site's log)", site, n,
+                    rd.path / "data_check.json")
+    if status.get("failed_sites"):
+        failed = "; ".join(f"{s} in round(s) {v['rounds']}: {v['reason']}" for s, v in status["failed_sites"].items())
+        raise FedECGError(f"simulation of {rd.path} completed, but site(s) failed: {failed}; see {rd.metrics_path}")
     return rd.path
 
 
