@@ -31,7 +31,7 @@ from fedecg.errors import FedECGError
 from fedecg.io import append_jsonl, atomic_write_json
 from server.ema import update_ema
 from server.robust import aggregation_replies, parse_robust
-from server.rundir import CHECKPOINT_FORMAT, RunDir
+from server.rundir import CHECKPOINT_FORMAT, RunDir, check_resume_config
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.validation import (
     ExampleCounts,
@@ -85,6 +85,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
     ckpt = rd.load_latest()
     try:
         if ckpt is not None:
+            check_resume_config(rd, cfg, ckpt)  # config.yaml must be the checkpoint's run_config
             start = int(ckpt["round"])
             weights = {k: v.detach().cpu().numpy() for k, v in ckpt["state_dict"].items()}
             ledger = ckpt.get("privacy_ledger") or _new_ledger(cfg)

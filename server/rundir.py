@@ -135,3 +135,41 @@ class RunDir:
 
         p = self.path / "status.json"
         return json.loads(p.read_text()) if p.exists() else {"status": "missing"}
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, saved value, current value) for every leaf where two config dicts differ."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, name + ".")
+        elif a != b:
+            out.append((name, a, b))
+    return out
+
+
+def check_resume_config(rd: RunDir, cfg: ScenarioConfig, ckpt: dict) -> None:
+    """A resumed run must be the run its checkpoint belongs to: FedECGError naming every key where
+    config.yaml differs from the checkpoint's ``run_config`` (both normalised through ScenarioConfig, so keys
+    added to the config since the checkpoint was written compare as their defaults)."""
+    import json
+
+    saved = ckpt.get("run_config")
+    if not isinstance(saved, dict):
+        raise FedECGError(f"{rd.checkpoints}: the checkpoint of round {ckpt.get('round')} has no run_config; "
+                          "cannot check that config.yaml is the same run")
+    try:
+        saved = ScenarioConfig.from_dict(saved, "checkpoint run_config").to_dict()
+    except FedECGError:
+        pass  # a key this version does not know: compare as stored (it will show as a difference)
+    normal = lambda d: json.loads(json.dumps(d, default=str))  # noqa: E731 - tuples → lists, as in YAML
+    diffs = config_differences(normal(saved), normal(cfg.to_dict()))
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in config.yaml" for k, a, b in diffs[:10])
+        more = f" (and {len(diffs) - 10} more)" if len(diffs) > 10 else ""
+        raise FedECGError(f"cannot resume {rd.path}: {rd.config_path.name} differs from the checkpoint of round "
+                          f"{ckpt.get('round')} in {len(diffs)} key(s): {shown}{more}. A resumed run must be the "
+                          "same run: restore config.yaml (the checkpoint's run_config), or start a new run "
+                          "directory")
