@@ -81,6 +81,34 @@ def load_holdout(path: str | Path | None, run: RunInputs, cache_dir: str | Path 
     return load_records(path, None, cache_dir)
 
 
+def content_hashes(x: np.ndarray) -> list[str]:
+    """Per record, the SHA-256 of its signal quantised to PTB-XL's 1 µV resolution (``np.round(x * 1000)`` as
+    int32 bytes): equal for the same recording whatever its ecg_id or file name."""
+    import hashlib
+
+    out = []
+    for row in x:
+        q = np.round(np.asarray(row, dtype=np.float64) * 1000.0).astype(np.int32)
+        out.append(hashlib.sha256(q.tobytes()).hexdigest())
+    return out
+
+
+def check_holdout_unseen(train, hold, source: str, shown: int = 20) -> None:
+    """Refuse a holdout holding any of the run's training records, recognised by content (``content_hashes``),
+    not by ecg_id: FedECGError naming each such holdout record and the training record it is."""
+    by_hash = {}
+    for h, ecg_id in zip(content_hashes(np.asarray(train.x)), np.asarray(train.ecg_ids), strict=True):
+        by_hash.setdefault(h, int(ecg_id))
+    seen = [(int(e), by_hash[h]) for h, e in zip(content_hashes(np.asarray(hold.x)), np.asarray(hold.ecg_ids),
+                                                   strict=True) if h in by_hash]
+    if seen:
+        pairs = ", ".join(f"holdout ecg_id {h} = training ecg_id {t}" for h, t in seen[:shown])
+        more = f" and {len(seen) - shown} more" if len(seen) > shown else ""
+        raise FedECGError(f"holdout {source}: {len(seen)} of its {len(hold.ecg_ids)} records are training records of "
+                          f"the run (identical signals): {pairs}{more}. A holdout must be unseen by the generator: "
+                          "remove these records or use another holdout")
+
+
 def load_synthetic(path: str | Path) -> np.ndarray:
     """Synthetic ECGs from a ``.npz`` (key ``signals``/``x`` or its only array; (N, 12, L) or (N, 8, L) mV)
     or a PTB-XL-layout folder (records100/ via ``ptbxl.dataset``). Returns (N, 8, 1000) float32."""

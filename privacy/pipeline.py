@@ -34,6 +34,7 @@ class AuditRunConfig:
     mia: MIAConfig = field(default_factory=MIAConfig)
     cache_dir: str | None = None
     base_max_records: int = DEFAULT_BASE_MAX_RECORDS  # public base-corpus records compared at most
+    realism_reference: int = 1000  # training records the realism metrics compare the synthetic ECGs with
 
 
 def epsilon_section(run_dir: Path, client_ids: list[str]) -> dict | None:
@@ -99,6 +100,27 @@ def base_section(base, mem, synthetic, train, hold, holdout_folder, run, cfg: Au
     return out, dcr_b
 
 
+def realism_section(synthetic: np.ndarray, train, cfg: AuditRunConfig) -> dict:
+    """``audit["realism"]``: evaluation.realism's metrics and acceptance criteria of the audited synthetic ECGs
+    against (a seeded random subset of at most ``cfg.realism_reference``) training records, both as 12 leads.
+    Failed criteria make the verdict UNINFORMATIVE instead of PASS (privacy.report)."""
+    from evaluation.realism import realism_criteria, realism_metrics
+    from ptbxl.constants import FS
+    from ptbxl.signals import derive_12_leads
+
+    rng = np.random.default_rng(cfg.seed)
+    n = min(len(train), cfg.realism_reference)
+    idx = np.sort(rng.choice(len(train), n, replace=False))
+    try:
+        block = realism_metrics(derive_12_leads(np.asarray(train.x)[idx]), derive_12_leads(synthetic), fs=FS)
+    except FedECGError as exc:
+        return {"error": str(exc), "reference": "training records", "n_real": n}
+    block["criteria"] = realism_criteria(block)
+    block["passed"] = all(block["criteria"].values())
+    block["reference"] = "training records"
+    return block
+
+
 def _figures(mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: dict | None,
              dcr_base: np.ndarray | None = None) -> dict[str, bytes]:
     from privacy.plots import ecg_pairs_png, histograms_png, roc_png
@@ -149,6 +171,7 @@ def run_audit(
     and returns the audit dict. Synthetic ECGs come from ``synthetic`` or are sampled from the run's latest
     checkpoint with the training records' label/demographic mix."""
     from privacy.inputs import (
+        check_holdout_unseen,
         load_base_corpus,
         load_holdout,
         load_model,
@@ -164,6 +187,7 @@ def run_audit(
     run = read_run(run_dir)
     train = load_records(run.dataset, list(run.train_ids), cfg.cache_dir)
     hold = load_holdout(holdout, run, cfg.cache_dir)
+    check_holdout_unseen(train, hold, str(holdout or f"{run.dataset} (test fold)"))  # by content, not ecg_id
     base = load_base_corpus(run.run_dir, cfg.base_max_records, cfg.cache_dir, cfg.seed)  # None: no base.json
     model = None
     if run.checkpoint is not None:
@@ -221,6 +245,7 @@ def run_audit(
     canary_file = run.run_dir / "canary_audit.json"
     if canary_file.is_file():
         audit["canary"] = json.loads(canary_file.read_text(encoding="utf-8"))
+    audit["realism"] = realism_section(syn, train, cfg)
     audit["config"] = asdict(cfg)
     audit["verdict"] = verdict(audit)
     figs = _figures(mem, audit, syn, np.asarray(train.x), roc, dcr_base)

@@ -119,7 +119,9 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
         checks += base_checks(audit["base_corpus"])
     base_dcr = audit["dcr"]["baseline_holdout_to_train"]["median"]
     syn_dcr = audit["dcr"]["train"]["median"]
+    unrealistic = []  # why the memorization checks cannot speak for this generator
     if syn_dcr > th.realism_factor * base_dcr:
+        unrealistic.append("far from every real ECG")
         checks.append(
             _check(
                 "INFO",
@@ -129,15 +131,44 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
                 "memorization checks says little; re-audit the final model.",
             )
         )
+    realism = audit.get("realism")
+    if realism is not None:
+        check = realism_check(realism)
+        checks.append(check)
+        if check["level"] != "PASS":
+            unrealistic.append("fails the realism criteria")
     order = {"INFO": 0, "PASS": 0, "WARN": 1, "FAIL": 2}
     overall = max((c["level"] for c in checks), key=order.get, default="PASS")
+    if overall in ("PASS", "INFO") and unrealistic:
+        overall = "UNINFORMATIVE"  # never PASS for a generator that does not draw ECGs
     summary = {
         "PASS": "No sign of memorization at the stated thresholds; the generator may leave the consortium "
         "if the accounted ε is acceptable.",
+        "UNINFORMATIVE": "Uninformative: the synthetic ECGs do not look like ECGs ("
+        + " and ".join(unrealistic) + "), so passing the memorization checks says nothing about what a "
+        "realistic generator would reveal. This audit does not support a release; re-audit a model that draws ECGs.",
         "WARN": "Some signals need a privacy officer's judgement before the generator leaves the consortium.",
         "FAIL": "Do not release: the generator reproduces or reveals training ECGs.",
     }[overall]
     return {"overall": overall, "summary": summary, "checks": checks, "thresholds": asdict(th)}
+
+
+def realism_check(realism: dict) -> dict:
+    """The audit's ``realism`` block (evaluation.realism on the audited synthetic ECGs vs training records) as a
+    check: PASS when every acceptance criterion is met, else INFO naming the failed ones (the verdict then
+    becomes UNINFORMATIVE instead of PASS)."""
+    if realism.get("error"):
+        return _check("INFO", "realism", f"Realism metrics could not be computed ({realism['error']}): it is not "
+                      "shown that the generator draws ECGs.")
+    crit = realism.get("criteria") or {}
+    failed = [k for k, ok in crit.items() if not ok]
+    head = (f"Realism of the audited synthetic ECGs vs {realism.get('n_real')} training ECGs: "
+            f"{len(crit) - len(failed)}/{len(crit)} criteria met")
+    if not crit or failed:
+        shown = ", ".join(f"{k} {_fmt(realism.get(k))}" for k in failed)
+        return _check("INFO", "realism", head + (f" (failed: {shown})" if shown else "") + ": the generator does "
+                      "not draw ECGs yet, so the memorization checks above are uninformative.")
+    return _check("PASS", "realism", head + " (beat rhythm, inter-lead correlation, HF power, amplitude).")
 
 
 def _overlap_text(ov: dict, what: str) -> str:
@@ -215,7 +246,7 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-.PASS{color:#17702b}.INFO{color:#555}.WARN{color:#a86400}.FAIL{color:#b00020}img{max-width:100%}code{background:#f3f3f3}"""
+.PASS{color:#17702b}.INFO{color:#555}.UNINFORMATIVE{color:#6a3d9a}.WARN{color:#a86400}.FAIL{color:#b00020}img{max-width:100%}code{background:#f3f3f3}"""
 
 
 def _dcr_text(d: dict) -> str:
