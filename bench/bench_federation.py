@@ -27,6 +27,7 @@ def _scenario(tmp: Path, dataset: Path, preset: str, steps: int, batch: int, dp:
         "partition": {"by": "site", "min_records": 1}, "model": {"preset": preset},
         "train": {"local_steps": steps, "batch_size": batch, "eval_batches": 1},
         "dp": {"enabled": dp, "noise_multiplier": 1.0}, "output": {"synthesize": 0},
+        "site_policy": {"dp_required": dp, "max_epsilon_run": 1e3, "max_epsilon_lifetime": 1e3},
         "strategy": {"min_train_nodes": 1, "min_available_nodes": 1}}))
     return p
 

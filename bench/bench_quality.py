@@ -73,7 +73,7 @@ def arm_overrides(arm: str, base: str, scratch_lr: float, scratch_steps: int, ro
     else:
         out.append(f"init={base}")
     if privacy == "nodp":
-        out.append("dp.enabled=false")
+        out += ["dp.enabled=false", "site_policy.dp_required=false"]  # the simulated sites allow it
     return out + list(extra)
 
 
@@ -187,7 +187,7 @@ class _TimeUp(Exception):
     """Raised between rounds once an arm has used its training minutes."""
 
 
-def _make_grid(client_app, n_clients: int, on_train):
+def _make_grid(client_app, n_clients: int, on_train, node_configs: list[dict]):
     from simulations.inprocess import InProcessGrid
 
     class BenchGrid(InProcessGrid):
@@ -200,7 +200,7 @@ def _make_grid(client_app, n_clients: int, on_train):
                 on_train(messages)
             return super().send_and_receive(messages, timeout=timeout)
 
-    return BenchGrid(client_app, n_clients)
+    return BenchGrid(client_app, n_clients, node_config=lambda i: node_configs[i])
 
 
 # ---- one arm ----------------------------------------------------------------------------------------------
@@ -274,7 +274,9 @@ def run_arm(name: str, scenario: Path, overrides: list[str], run_dir: Path, args
     settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True)
     clock["start"] = time.perf_counter()
     try:
-        run_federation(_make_grid(client_app, n_clients, on_train), settings)
+        from simulations.runner import simulated_node_configs  # each simulated site's own policy
+
+        run_federation(_make_grid(client_app, n_clients, on_train, simulated_node_configs(rd)), settings)
         status = rd.status()
         if status.get("rounds_without_update"):
             entry["warning"] = f"no site update accepted in round(s) {status['rounds_without_update']}"

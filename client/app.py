@@ -1,25 +1,31 @@
 """The Flower ClientApp run at every site: a thin adapter from Messages to client.training.
 
-train:    global weights + run config → local SSSD-MIDT training (optionally DP-SGD) → weights + aggregate metrics
+train:    global weights + run config → the site's policy decides → local SSSD-MIDT training (DP-SGD) → weights +
+          aggregate metrics
 evaluate: global weights → validation loss on the site's own validation records
 
-The site's privacy ledger lives in ``context.state`` and in a node-local file (see client.ledger), so epsilon
-accumulates over rounds and survives restarts. A site whose budget would be exceeded refuses to train and says so
-(status ``refused``). Every outgoing reply passes the egress guard (client.egress): only parameters and allow-listed
-aggregate metrics leave the site.
+The site's privacy is its own. Its policy (client.policy) comes from its node config, never from the server:
+a request the policy forbids (DP off when required, σ below the site's minimum, another privacy unit or a
+larger δ, too many steps, a batch outside the allowed range, a round that would take the run's or the site's
+lifetime ε past its cap) is refused (status ``refused``, the reason in the reply's message and the site's log).
+With a target ε the site plans σ itself. Its lifetime ledger (client.ledger, one file per site) records each
+round's spend durably *before* training; every train reply carries the run's ε and the ledger's digest.
+Every outgoing reply passes the egress guard (client.egress): only parameters and allow-listed aggregate
+metrics leave the site.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.egress import egress_guard
-from client.ledger import STATE_KEY, SiteLedger
+from client.ledger import STATE_KEY, LedgerStore, SiteLedger
 from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
@@ -32,63 +38,93 @@ app = ClientApp(mods=[egress_guard])
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     from client.data import load_site_data
-    from client.training import poisson_rate, train_local
+    from client.policy import SitePolicy, decide
+    from client.training import train_local
     from fedecg.device import choose_device
 
+    node_config = site_node_config(context)
+    policy = SitePolicy.from_node_config(node_config)  # the site's own, never the server's
     cfg, config = read_run_config(msg)
     server_round = int(config.get(P.SERVER_ROUND, 0))
-    site = load_site_data(dict(context.node_config), config)
+    run_name = str(config.get(P.RUN_NAME, "run"))
+    site = load_site_data(node_config, config)
     n_train = len(site.train.ecg_ids)
-    n_units = site.privacy_units(cfg.dp.unit)  # patients (dp.unit patient) or records: what DP-SGD samples
+    n_units = site.privacy_units(policy.unit)  # patients (unit patient) or records: what DP-SGD samples
     _set_threads(cfg)
     device = choose_device(cfg.train.device)
-    ledger = load_ledger(context, site, cfg, str(config.get(P.RUN_NAME, "run")))
-    if cfg.dp.enabled and ledger.entries and ledger.unit != cfg.dp.unit:
-        raise FedECGError(f"site {site.name}: its privacy ledger for this run accounts per {ledger.unit}, the "
-                          f"server asks for dp.unit={cfg.dp.unit}; one run keeps one privacy unit")
 
-    sigma = None
-    if cfg.dp.enabled:
-        q = poisson_rate(n_units, cfg.train.batch_size)
-        if cfg.dp.target_epsilon > 0:
-            from privacy.accounting import plan_noise_multiplier
-
-            sigma = plan_noise_multiplier(cfg.dp.target_epsilon, ledger.delta, q,
-                                          cfg.rounds * cfg.train.local_steps, cfg.dp.accountant)
+    store = LedgerStore(site.state_dir, site.name)
+    recorded = None
+    with store.open(_state_copy(context)) as ledger:  # locked; written durably (fsync) on leaving the block
+        decision = decide(policy, cfg, n_units, ledger, run_name)
+        if decision.refused:
+            ledger.refuse(run_name, server_round, decision.refusal)
+        elif decision.private:
+            run = ledger.open_run(run_name, policy.unit, n_units, decision.delta, cfg.dp.accountant)
+            # pessimistic: the planned steps are paid before training starts, whatever happens next
+            entry = ledger.record(run_name, server_round, decision.noise_multiplier, decision.sample_rate,
+                                  decision.steps, cfg.dp.max_grad_norm)
+            recorded = (entry["round"], entry["recorded"])
+            if entry["repeat"]:
+                log.warning("site %s: round %d of run %s is trained (and paid) again, time %d (a server resume "
+                            "or a lost reply)", site.name, server_round, run_name, entry["repeat"] + 1)
         else:
-            sigma = cfg.dp.noise_multiplier
-        budget = cfg.dp.budget_epsilon or cfg.dp.target_epsilon
-        if budget > 0:
-            projected = ledger.epsilon(extra=[{"noise_multiplier": sigma, "sample_rate": q,
-                                               "steps": cfg.train.local_steps}])
-            # get_noise_multiplier meets the target within its 0.01 tolerance
-            if projected > budget + 0.011:
-                reason = (f"privacy budget spent: epsilon would reach {projected:.3f} > budget {budget:.3f} "
-                          f"at delta={ledger.delta:.2e} (already {ledger.epsilon():.3f} after "
-                          f"{ledger.steps} steps)")
-                log.warning("site %s refuses round %d: %s", site.name, server_round, reason)
-                return _reply(msg, site.name, P.STATUS_REFUSED, reason, None,
-                              {P.NUM_EXAMPLES: 0.0, "refused": 1.0, "dp-enabled": 1.0,
-                               "epsilon": ledger.epsilon(), "delta": ledger.delta})
+            ledger.open_run(run_name, policy.unit, n_units, policy.delta, cfg.dp.accountant
+                            ).non_private_rounds.append(server_round)
+    _state_save(context, ledger)
+    if decision.refused:
+        log.warning("site %s refuses round %d of run %s: %s", site.name, server_round, run_name, decision.refusal)
+        metrics = {P.NUM_EXAMPLES: 0.0, "refused": 1.0, "dp-enabled": 1.0 if cfg.dp.enabled else 0.0}
+        run = ledger.run(run_name)
+        metrics.update({"epsilon": run.epsilon() if run is not None else 0.0,
+                        "delta": run.delta if run is not None else policy.delta})
+        return _reply(msg, site.name, P.STATUS_REFUSED, decision.refusal, None, metrics,
+                      digest=run.digest() if run is not None and run.entries else None)
+    if decision.private:
+        log.info("site %s, round %d: DP-SGD with sigma %.4f (site's policy: %s)", site.name, server_round,
+                 decision.noise_multiplier, policy.describe())
 
     mu = float(config.get(P.PROXIMAL_MU, 0.0)) if cfg.strategy.name == "fedprox" else 0.0
     global_state = {k: a.numpy() for k, a in msg.content[P.ARRAYS].items()}
     result = train_local(global_state, site.train, cfg, server_round=server_round, site=site.name,
-                         device=device, noise_multiplier=sigma, proximal_mu=mu,
-                         patient_ids=site.train_patients)
+                         device=device, noise_multiplier=decision.noise_multiplier if decision.private else None,
+                         proximal_mu=mu, patient_ids=site.train_patients)
     metrics = dict(result.metrics)
     metrics[P.NUM_EXAMPLES] = float(n_train)
-    metrics["dp-enabled"] = 1.0 if cfg.dp.enabled else 0.0
-    if result.dp_entry is not None:
-        ledger.record(server_round, **result.dp_entry)
-        save_ledger(context, site, ledger, str(config.get(P.RUN_NAME, "run")))
-        metrics.update({"epsilon": ledger.epsilon(), "delta": ledger.delta,
-                        "dp-steps": float(ledger.steps), "dp-sample-rate": result.dp_entry["sample_rate"],
-                        "dp-noise-multiplier": result.dp_entry["noise_multiplier"],
-                        "dp-max-grad-norm": result.dp_entry["max_grad_norm"],
-                        "dp-rounds": float(len(ledger.entries)), "dp-units": float(ledger.n_records),
-                        "dp-patient-level": 1.0 if ledger.unit == "patient" else 0.0})
-    return _reply(msg, site.name, P.STATUS_OK, "", result.state, metrics)
+    metrics["dp-enabled"] = 1.0 if decision.private else 0.0
+    digest = None
+    if decision.private:
+        with store.open(_state_copy(context)) as ledger:
+            run = ledger.run(run_name)
+            entry = next((e for e in run.entries if (e["round"], e["recorded"]) == recorded), None)
+            if entry is None:
+                raise FedECGError(f"site {site.name}: the spend of round {server_round} vanished from {store.path} "
+                                  "during training; not sending an update whose privacy cost is not recorded")
+            _trained(entry, result.dp_entry, site.name)
+        _state_save(context, ledger)
+        digest = run.digest()
+        metrics.update({"epsilon": run.epsilon(), "delta": run.delta, "dp-steps": float(run.steps),
+                        "dp-sample-rate": entry["sample_rate"], "dp-noise-multiplier": entry["noise_multiplier"],
+                        "dp-max-grad-norm": entry["max_grad_norm"], "dp-rounds": float(len(run.entries)),
+                        "dp-units": float(run.n_units), "dp-patient-level": 1.0 if run.unit == "patient" else 0.0,
+                        "dp-run-min-noise-multiplier": min(float(e["noise_multiplier"]) for e in run.entries),
+                        "dp-run-max-sample-rate": max(float(e["sample_rate"]) for e in run.entries)})
+    return _reply(msg, site.name, P.STATUS_OK, "", result.state, metrics, digest=digest)
+
+
+def _trained(entry: dict, actual: dict | None, site: str) -> dict:
+    """Mark a recorded entry trained. Should training have used a larger q, more steps or a smaller σ than
+    recorded (it never does: both come from the same numbers), the entry takes the worse of each."""
+    entry["state"] = "trained"
+    if actual is not None:
+        worse = {"sample_rate": max(entry["sample_rate"], float(actual["sample_rate"])),
+                 "steps": max(int(entry["steps"]), int(actual["steps"])),
+                 "noise_multiplier": min(entry["noise_multiplier"], float(actual["noise_multiplier"]))}
+        if any(worse[k] != entry[k] for k in worse):
+            log.error("site %s: training spent %s, more than recorded %s; the ledger keeps the worse of each",
+                      site, {k: actual[k] for k in worse}, {k: entry[k] for k in worse})
+            entry.update(worse)
+    return entry
 
 
 @app.evaluate()
@@ -98,7 +134,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     from fedecg.device import choose_device
 
     cfg, config = read_run_config(msg)
-    site = load_site_data(dict(context.node_config), config)
+    site = load_site_data(site_node_config(context), config)
     _set_threads(cfg)
     if site.val is None or len(site.val.ecg_ids) == 0:
         return _reply(msg, site.name, P.STATUS_OK, "no validation records", None, {P.NUM_EXAMPLES: 0.0})
@@ -123,28 +159,34 @@ def read_run_config(msg: Message) -> tuple[ScenarioConfig, dict]:
     return cfg, config
 
 
-def load_ledger(context: Context, site, cfg: ScenarioConfig, run_name: str) -> SiteLedger:
-    """The site's ledger: node-local file first (survives restarts), else context.state, else a new one."""
-    path = _ledger_path(site, run_name)
-    ledger = SiteLedger.load(path)
-    if ledger is None and STATE_KEY in context.state.config_records:
-        ledger = SiteLedger.from_dict(json.loads(str(context.state.config_records[STATE_KEY]["json"])),
-                                     "context.state")
-    if ledger is None:
-        n = site.privacy_units(cfg.dp.unit)
-        ledger = SiteLedger(site=site.name, n_records=n, delta=cfg.dp.delta or 1.0 / n,
-                            accountant=cfg.dp.accountant, unit=cfg.dp.unit)
-    return ledger
+def site_node_config(context: Context) -> dict:
+    """The node's own configuration. A simulated node in Flower's Simulation Engine only gets Flower's partition
+    keys; the simulation harness hands it the rest (its site policy) through a file named by
+    ``$FEDECG_SIMULATED_NODE_CONFIG`` (client.policy.write_simulated_node_configs), keyed by partition id."""
+    from client.policy import SIMULATED_NODE_CONFIG_ENV
+
+    node_config = dict(context.node_config)
+    path = os.environ.get(SIMULATED_NODE_CONFIG_ENV)
+    if path and P.NODE_PARTITION_ID in node_config:
+        try:
+            extra = json.loads(Path(path).read_text(encoding="utf-8"))[str(int(node_config[P.NODE_PARTITION_ID]))]
+        except (OSError, ValueError, KeyError) as exc:
+            raise FedECGError(f"simulated node {node_config[P.NODE_PARTITION_ID]}: cannot read its node config "
+                              f"from {path} ({exc})") from exc
+        node_config = {**extra, **node_config}
+    return node_config
 
 
-def save_ledger(context: Context, site, ledger: SiteLedger, run_name: str) -> None:
-    ledger.save(_ledger_path(site, run_name))
+def _state_copy(context: Context) -> dict | None:
+    if STATE_KEY in context.state.config_records:
+        data = json.loads(str(context.state.config_records[STATE_KEY]["json"]))
+        if isinstance(data, dict) and "runs" in data:
+            return data
+    return None
+
+
+def _state_save(context: Context, ledger: SiteLedger) -> None:
     context.state.config_records[STATE_KEY] = ConfigRecord({"json": json.dumps(ledger.to_dict())})
-
-
-def _ledger_path(site, run_name: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_name)
-    return Path(site.state_dir) / f"ledger-{safe}.json"
 
 
 def _set_threads(cfg: ScenarioConfig) -> None:
@@ -155,10 +197,13 @@ def _set_threads(cfg: ScenarioConfig) -> None:
 
 
 def _reply(msg: Message, site: str, status: str, message: str, state: dict | None,
-           metrics: dict[str, float]) -> Message:
+           metrics: dict[str, float], digest: str | None = None) -> Message:
     content = RecordDict()
     if state is not None:
         content[P.ARRAYS] = ArrayRecord(array_dict={k: Array(v) for k, v in state.items()})
     content[P.METRICS] = MetricRecord({k: float(v) for k, v in metrics.items()})
-    content[P.SITE_INFO] = ConfigRecord({"site": site, "status": status, "message": message[:500]})
+    info = {"site": site, "status": status, "message": message[:500]}
+    if digest is not None:
+        info[P.LEDGER_DIGEST] = digest
+    content[P.SITE_INFO] = ConfigRecord(info)
     return Message(content=content, reply_to=msg)

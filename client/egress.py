@@ -2,7 +2,8 @@
 
 Allowed: an ArrayRecord ``arrays`` whose names and shapes equal the global model the server sent (parameters
 only), a MetricRecord ``metrics`` of allow-listed aggregate scalars (fedecg.protocol.ALLOWED_METRICS), and a
-ConfigRecord ``site-info`` of short strings. Anything else (records, per-record values, lists, extra keys)
+ConfigRecord ``site-info`` of short strings (``site``, ``status``, ``message``, and ``ledger-digest``, which must be
+exactly 64 lowercase hex characters). Anything else (records, per-record values, lists, extra keys)
 stops the reply.
 
 Errors never carry details off the site: any exception raised while handling a message (a corrupt record, a
@@ -18,6 +19,7 @@ data loader gain the allow-listed ``records-invalid`` count (records skipped as 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from flwr.app import Context, Message
@@ -27,7 +29,8 @@ from fedecg.errors import FedECGError, SiteRefusal
 
 log = logging.getLogger(__name__)
 
-_SITE_INFO_KEYS = {"site", "status", "message"}
+_SITE_INFO_KEYS = {"site", "status", "message", P.LEDGER_DIGEST}
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # the ledger digest: exactly a sha256 hex string, nothing else rides on it
 
 
 def check_outgoing(reply: Message, request: Message) -> None:
@@ -56,6 +59,8 @@ def check_outgoing(reply: Message, request: Message) -> None:
     for name, value in info.items():
         if name not in _SITE_INFO_KEYS or not isinstance(value, str) or len(value) > 500:
             raise FedECGError(f"egress blocked: site-info entry {name!r} is not an allowed short string")
+        if name == P.LEDGER_DIGEST and not _DIGEST.fullmatch(value):
+            raise FedECGError(f"egress blocked: site-info {P.LEDGER_DIGEST!r} is not a sha256 hex digest")
 
 
 def egress_guard(msg: Message, context: Context, call_next) -> Message:

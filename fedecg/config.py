@@ -155,6 +155,10 @@ class ScenarioConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     demo_data: DemoDataConfig = field(default_factory=DemoDataConfig)
+    # simulation only: the privacy policy each simulated site holds in its own node config (client.policy keys,
+    # e.g. {dp_required: false, max_epsilon_run: 4, sites: {"2": {min_noise_multiplier: 1.0}}}; {} = the
+    # policy defaults). Never sent to sites: a site reads its policy from its node config, not from the server.
+    site_policy: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -178,6 +182,13 @@ class ScenarioConfig:
         """Check every field; FedECGError names the problem. ``check_files=False`` skips what depends on this
         machine's files (whether the ``init`` base exists here): a resumed run continues from its checkpoint,
         and a site never needs the server's base file."""
+        if self.site_policy:
+            from client.policy import check_policy_spec
+
+            try:
+                check_policy_spec(self.site_policy)
+            except FedECGError as exc:
+                raise FedECGError(f"scenario {self.name!r}: {exc}") from exc
         checks = [
             (self.rounds >= 1, "rounds must be >= 1"),
             (self.train.local_steps >= 1, "train.local_steps must be >= 1"),

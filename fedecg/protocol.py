@@ -8,6 +8,7 @@ ARRAYS = "arrays"  # ArrayRecord: the plain denoiser's state_dict (no Opacus pre
 CONFIG = "config"  # ConfigRecord sent by the server
 METRICS = "metrics"  # MetricRecord replied by a site
 SITE_INFO = "site-info"  # ConfigRecord replied by a site: {"site": str, "status": str, "message": str}
+LEDGER_DIGEST = "ledger-digest"  # in SITE_INFO (DP train replies): sha256 hex of the site's ledger entries for the run
 
 RUN_CONFIG_JSON = "fedecg-config"  # in CONFIG: the ScenarioConfig as JSON
 RUN_NAME = "run-name"  # in CONFIG: stable run identity (survives --resume), keys a site's privacy ledger
@@ -25,6 +26,7 @@ ALLOWED_METRICS = frozenset({
     "steps", "train-seconds",
     "epsilon", "delta", "dp-enabled", "dp-steps", "dp-sample-rate", "dp-noise-multiplier",
     "dp-max-grad-norm", "dp-rounds", "refused", "physical-batches", "dp-patient-level", "dp-units",
+    "dp-run-min-noise-multiplier", "dp-run-max-sample-rate",  # bounds of the run's σ / q (server's gap entries)
     "records-invalid",  # records the site skipped because they failed validation (their ecg_ids stay local)
 })
 
@@ -60,6 +62,7 @@ NODE_DATA_DIR = "data-dir"  # deployment: this site's PTB-XL-layout folder
 NODE_SITE_NAME = "site-name"  # deployment: public name of the site (default: the folder name)
 NODE_STATE_DIR = "state-dir"  # deployment: where the site keeps its privacy ledger (default: <data-dir>/.fedecg)
 NODE_PARTITION_ID = "partition-id"  # simulation (set by Flower)
+NODE_PRIVACY_POLICY = "privacy-policy"  # the site's privacy policy file (client.policy; inline keys there too)
 
 STATUS_OK = "ok"
 STATUS_REFUSED = "refused"  # privacy budget spent, or too few valid records (DATA_REFUSAL)

@@ -21,10 +21,13 @@ Accountants:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from fedecg.errors import FedECGError
 from privacy.ledger import PrivacyLedger, SiteLedger
@@ -67,9 +70,7 @@ def compute_epsilon(history: History, delta: float, accountant: str = "rdp") -> 
         return math.inf
     from opacus.accountants import create_accountant
 
-    rdp = create_accountant("rdp")
-    rdp.history = list(hist)
-    eps_rdp = float(rdp.get_epsilon(delta=delta, alphas=rdp_orders()))
+    eps_rdp = _rdp_epsilon(hist, delta)
     if accountant == "rdp":
         return eps_rdp
     prv = create_accountant("prv")
@@ -80,6 +81,25 @@ def compute_epsilon(history: History, delta: float, accountant: str = "rdp") -> 
     except (ValueError, RuntimeError) as exc:  # PRV domain too large for extreme (σ, q, steps)
         log.warning("PRV accountant failed (%s); falling back to RDP", exc)
         return eps_rdp
+
+
+def _rdp_epsilon(hist: list[tuple[float, float, int]], delta: float) -> float:
+    """Opacus ``RDPAccountant.get_epsilon`` (orders ``rdp_orders()``), with each (q, σ)'s per-step RDP computed
+    once per process: the same arithmetic in the same order, so the same float, but a site's or a ledger's
+    history of many rounds at one (σ, q) no longer recomputes the Rényi series for every entry."""
+    from opacus.accountants.analysis import rdp as analysis
+
+    orders = rdp_orders()
+    total = sum([np.asarray(_rdp_per_step(q, sigma)) * steps for sigma, q, steps in hist])
+    eps, _ = analysis.get_privacy_spent(orders=orders, rdp=total, delta=delta)
+    return float(eps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rdp_per_step(q: float, sigma: float) -> tuple[float, ...]:
+    from opacus.accountants.analysis import rdp as analysis
+
+    return tuple(analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=rdp_orders()))
 
 
 def dp_accounting_epsilon(history: History, delta: float, method: str = "pld") -> float:
@@ -131,6 +151,8 @@ class SiteBudget:
     epsilons: dict[str, float] = field(default_factory=dict)  # accountant → ε
     reported_epsilon: float | None = None  # what the site itself reported last (ledger)
     history: tuple[tuple[float, float, int], ...] = ()
+    recomputed_epsilon: float | None = None  # the primary accountant's ε of the ledger's history alone
+    reconciliation: Reconciliation | None = None  # the ledger checked against what the site reported
 
     def to_dict(self) -> dict:
         return {
@@ -147,12 +169,88 @@ class SiteBudget:
             "accountant": self.accountant,
             "epsilons": {k: _finite(v) for k, v in self.epsilons.items()},
             "reported_epsilon": self.reported_epsilon,
+            "recomputed_epsilon": None if self.recomputed_epsilon is None else _finite(self.recomputed_epsilon),
+            "reconciliation": None if self.reconciliation is None else self.reconciliation.to_dict(),
             "history": [{"noise_multiplier": s, "sample_rate": q, "steps": n} for s, q, n in self.history],
         }
 
 
 def _finite(x: float) -> float | str:
     return "inf" if math.isinf(x) else x
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """A site's history in the server's ledger checked against what the site itself reported with each reply:
+    its cumulative ε for the run, its steps and its ledger digest (privacy.ledger.entries_digest).
+
+    ``status``: ``ok`` (every report matches the history), ``upper-bound`` (the history holds ``gap`` entries,
+    steps the site paid that never reached the server, accounted at the run's smallest σ and largest q: the
+    recomputed ε may exceed the site's but must not fall below it), ``mismatch`` (``problems`` say where),
+    ``unreported`` (the site reported nothing to check)."""
+
+    site: str
+    status: str
+    problems: tuple[str, ...] = ()
+    checked: int = 0  # reports checked
+    gap_steps: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "mismatch"
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "problems": list(self.problems), "checked": self.checked,
+                "gap_steps": self.gap_steps}
+
+
+def reconcile_tolerance(epsilon: float, accountant: str, rel: float = 1e-6) -> float:
+    """How far a recomputed ε may be from the site's: ``rel`` relative plus the accountant's own tolerance
+    (RDP is exact arithmetic; PRV's ε error bound ``max(1e-3, 0.002 ε)``, see compute_epsilon)."""
+    tol = rel * max(abs(epsilon), 1.0)
+    return tol + (max(1e-3, 2e-3 * abs(epsilon)) if accountant == "prv" else 0.0)
+
+
+def reconcile(entry: SiteLedger, accountant: str | None = None) -> Reconciliation:
+    """Check ``entry`` (one site of RUN_DIR/privacy_ledger.json) against the site's own reports, round by
+    round: recompute ε from the history up to each report with the site's accountant at its δ, compare the
+    cumulative steps, and (when no gap precedes it) the digest of the entries."""
+    from privacy.ledger import entries_digest
+
+    accountant = accountant or (entry.accountant if entry.accountant in ACCOUNTANTS else "rdp")
+    problems: list[str] = []
+    checked = 0
+    history = list(entry.history)
+    for i, e in enumerate(history):
+        if e.gap or (e.epsilon is None and e.digest is None and e.reported_steps is None):
+            continue
+        checked += 1
+        prefix = history[: i + 1]
+        has_gap = any(x.gap for x in prefix)
+        if e.reported_steps is not None and e.reported_steps != sum(x.steps for x in prefix):
+            problems.append(f"round {e.round}: the site reported {e.reported_steps} DP-SGD steps for the run, the "
+                            f"ledger holds {sum(x.steps for x in prefix)}")
+        if e.epsilon is not None:
+            hist = [(x.noise_multiplier, x.sample_rate, x.steps) for x in prefix if x.steps > 0]
+            if not hist:
+                eps = 0.0
+            elif entry.delta >= 1:
+                eps = math.inf  # δ = 1 promises nothing
+            else:
+                eps = compute_epsilon(hist, entry.delta, accountant)
+            tol = reconcile_tolerance(e.epsilon, accountant)
+            low, high = eps < e.epsilon - tol, eps > e.epsilon + tol
+            if low or (high and not has_gap):
+                problems.append(f"round {e.round}: the ledger gives epsilon {eps:.6g}, the site reported "
+                                f"{e.epsilon:.6g} ({accountant}, delta {entry.delta:.1e})")
+        if e.digest is not None and not has_gap:
+            mine = entries_digest([(x.round, x.noise_multiplier, x.sample_rate, x.steps) for x in prefix])
+            if mine != e.digest:
+                problems.append(f"round {e.round}: the ledger's entries do not hash to the digest the site "
+                                f"reported ({e.digest[:12]}..., ledger {mine[:12]}...)")
+    gap_steps = sum(x.steps for x in history if x.gap)
+    status = "mismatch" if problems else "upper-bound" if gap_steps else "ok" if checked else "unreported"
+    return Reconciliation(entry.site, status, tuple(problems), checked, gap_steps)
 
 
 def site_budget(
@@ -162,8 +260,11 @@ def site_budget(
     level: str | None = None,
 ) -> SiteBudget:
     """Account one ledger entry with every accountant in ``accountants``; ``epsilon`` is ``primary``'s
-    (default: the accountant the site declared in its ledger, else RDP)."""
-    primary = primary or (entry.accountant if entry.accountant in ACCOUNTANTS else "rdp")
+    (default: the accountant the site declared in its ledger, else RDP), and never lower than the ε the site
+    itself last reported when that is the site's accountant (``recomputed_epsilon`` is the ledger's alone).
+    Record-level sites are reconciled against their reports (``reconciliation``)."""
+    declared = entry.accountant if entry.accountant in ACCOUNTANTS else "rdp"
+    primary = primary or declared
     names = list(dict.fromkeys([primary, *accountants]))
     hist = entry.mechanism_history()
     if entry.delta >= 1 or not hist:  # δ = 1 promises nothing; no steps spend nothing
@@ -172,6 +273,9 @@ def site_budget(
         eps = {name: compute_epsilon(hist, entry.delta, name) for name in names}
     last = entry.history[-1] if entry.history else None
     reported = next((e.epsilon for e in reversed(entry.history) if e.epsilon is not None), None)
+    epsilon = eps[primary]
+    if reported is not None and primary == declared and level != "client":
+        epsilon = max(epsilon, reported)
     return SiteBudget(
         site=entry.site,
         level=level or entry.unit,
@@ -183,10 +287,12 @@ def site_budget(
         max_grad_norm=entry.max_grad_norm,
         delta=entry.delta,
         accountant=primary,
-        epsilon=eps[primary],
+        epsilon=epsilon,
         epsilons=eps,
         reported_epsilon=reported,
         history=tuple(hist),
+        recomputed_epsilon=eps[primary],
+        reconciliation=None if level == "client" else reconcile(entry, declared),
     )
 
 
@@ -198,6 +304,12 @@ class RunBudget:
     release_epsilon: float
     release_delta: float
     client_level: SiteBudget | None
+
+    @property
+    def mismatches(self) -> dict[str, Reconciliation]:
+        """Sites whose ledger history disagrees with what they reported."""
+        return {k: b.reconciliation for k, b in self.sites.items()
+                if b.reconciliation is not None and not b.reconciliation.ok}
 
     @property
     def release_level(self) -> str:

@@ -5,7 +5,9 @@ File format (docs/INTERFACES.md)::
     {"delta_policy": str | null,
      "sites": {site: {"n_records": int, "delta": float, "max_grad_norm": float, "accountant": "rdp"|"prv",
                       "history": [{"round": int, "noise_multiplier": float, "sample_rate": float,
-                                   "steps": int, "epsilon": float | null}]}},
+                                   "steps": int, "epsilon": float | null,
+                                   "digest": str (optional), "reported_steps": int (optional),
+                                   "gap": true (optional)}]}},
      "client_level": null | {"delta": float, "accountant": str, "max_grad_norm": float | null,
                              "n_records": int | null (number of clients),
                              "history": [{"round", "noise_multiplier", "sample_rate", "steps"}]}}
@@ -15,12 +17,19 @@ and
 noise multiplier ``noise_multiplier`` (σ, noise std = σ · max_grad_norm). ``noise_multiplier == 0`` marks
 non-private training (ε = ∞). ``client_level`` (user-level DP over the federation's clients, if used) is kept
 apart from record-level site entries and accounted separately.
+
+What the site reported rides along each entry: ``epsilon`` (its cumulative ε for the run, from its own ledger),
+``digest`` (``entries_digest`` of its own ledger entries for the run) and ``reported_steps``. A ``gap`` entry
+stands for steps the site paid that never reached the server (a lost reply, a round re-run after a resume);
+``privacy.accounting.reconcile`` checks the history against all of it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +38,7 @@ from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json
 
 LEDGER_FILE = "privacy_ledger.json"
+DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -39,16 +49,27 @@ class LedgerEntry:
     noise_multiplier: float
     sample_rate: float
     steps: int
-    epsilon: float | None = None  # what the client reported after this round (informational)
+    epsilon: float | None = None  # the site's cumulative ε for the run it reported after this round
+    digest: str | None = None  # the site's ledger digest it reported with it (entries_digest of its entries)
+    reported_steps: int | None = None  # the site's cumulative DP-SGD steps for the run, as it reported them
+    gap: bool = False  # steps the site reported but the server never received (a lost reply, a re-run round):
+    #                   σ = the smallest and q = the largest the site reported for the run, so ε is not lower
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "round": self.round,
             "noise_multiplier": self.noise_multiplier,
             "sample_rate": self.sample_rate,
             "steps": self.steps,
             "epsilon": self.epsilon,
         }
+        if self.digest is not None:
+            out["digest"] = self.digest
+        if self.reported_steps is not None:
+            out["reported_steps"] = self.reported_steps
+        if self.gap:
+            out["gap"] = True
+        return out
 
 
 @dataclass(frozen=True)
@@ -149,6 +170,9 @@ def _site_from_dict(site: str, obj: Any, where: str) -> SiteLedger:
                 sample_rate=q,
                 steps=_num(h, "steps", w, int, 0),
                 epsilon=_num(h, "epsilon", w, float, optional=True),
+                digest=_digest(h.get("digest"), w),
+                reported_steps=_num(h, "reported_steps", w, int, 0, optional=True),
+                gap=bool(h.get("gap", False)),
             )
         )
     delta = _num(obj, "delta", where, float, 0.0)
@@ -164,6 +188,23 @@ def _site_from_dict(site: str, obj: Any, where: str) -> SiteLedger:
         accountant=accountant,
         unit=_unit(obj.get("unit", "record"), where),
     )
+
+
+def _digest(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not DIGEST_RE.fullmatch(value):
+        raise FedECGError(f"{where}: 'digest' must be 64 lowercase hex characters, got {value!r}")
+    return value
+
+
+def entries_digest(entries) -> str:
+    """SHA-256 (hex) of a site's ledger entries for one run, ``[(round, σ, q, steps), ...]`` in recording order,
+    as canonical JSON (``[[1,1.25,0.25,2],...]``, floats as Python's shortest round-trip repr). The site sends it
+    with every train reply; the server's history for that site hashes to the same value iff it holds exactly
+    the site's entries."""
+    rows = [[int(r), float(s), float(q), int(n)] for r, s, q, n in entries]
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
 def _unit(value: Any, where: str) -> str:

@@ -29,6 +29,7 @@ from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
 from fedecg.io import append_jsonl, atomic_write_json
+from privacy.ledger import DIGEST_RE
 from server.ema import update_ema
 from server.robust import aggregation_replies, parse_robust
 from server.rundir import CHECKPOINT_FORMAT, RunDir, check_resume_config
@@ -113,6 +114,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
     # the sites get the config without the server's base path: the base reaches them as round 1's weights,
     # and a path on the server means nothing (and would not validate) at a hospital
     site_cfg = dataclasses.replace(cfg, init="none")
+    if cfg.site_policy:  # simulation only, it becomes the simulated nodes' own node config; no site reads it here
+        site_cfg = dataclasses.replace(site_cfg, site_policy={})
     base_config = {P.RUN_CONFIG_JSON: site_cfg.to_json(), P.RUN_NAME: settings.run_name}
     if settings.simulation:
         base_config[P.MANIFEST_PATH] = str(rd.manifest_path.resolve())
@@ -285,8 +288,22 @@ def _site_train_metrics(replies, verdicts: list[Verdict]) -> dict[str, dict]:
         if np.isfinite(v.update_norm):
             entry["update_norm"] = v.update_norm
         entry.update(reported_metrics(msg))  # allow-listed finite scalars only
+        digest = _reported_digest(msg)
+        if digest is not None:
+            entry[P.LEDGER_DIGEST] = digest
         out[v.site] = entry
     return dict(sorted(out.items()))
+
+
+def _reported_digest(msg) -> str | None:
+    """The site's ledger digest (site-info ``ledger-digest``) when it is exactly a sha256 hex string, else None."""
+    try:
+        if msg.has_error():
+            return None
+        digest = msg.content.config_records.get(P.SITE_INFO, {}).get(P.LEDGER_DIGEST)
+        return digest if isinstance(digest, str) and DIGEST_RE.fullmatch(digest) else None
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names: dict[int, str]) -> None:
@@ -305,7 +322,11 @@ def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names:
 
 def _update_ledger(ledger: dict, rnd: int, site_metrics: dict[str, dict], n_sites: int = 0,
                    client_dp_noise: float = 0.0) -> None:
-    """Record what each DP site reported (rejected replies too: the site trained, the privacy cost is real)."""
+    """Record what each DP site reported (rejected replies too: the site trained, the privacy cost is real):
+    this round's (σ, q, steps) plus the site's own cumulative ε, steps and ledger digest for the run. Steps the
+    site paid that never reached this ledger (a lost reply, a round re-run after a resume: its dp-steps exceed
+    what the history holds) become a ``gap`` entry at the run's smallest σ and largest q, so ε is never lower
+    than the site's own (privacy.accounting.reconcile checks it all)."""
     for site, m in site_metrics.items():
         if m.get("dp-enabled") != 1.0 or "dp-noise-multiplier" not in m:
             continue
@@ -315,9 +336,23 @@ def _update_ledger(ledger: dict, rnd: int, site_metrics: dict[str, dict], n_site
                                                   "delta": m.get("delta"), "max_grad_norm":
                                                   m.get("dp-max-grad-norm"), "accountant": ledger["accountant"],
                                                   "history": []})
-        entry["history"].append({"round": rnd, "noise_multiplier": m["dp-noise-multiplier"],
-                                 "sample_rate": m["dp-sample-rate"], "steps": int(m.get("steps", 0)),
-                                 "epsilon": m.get("epsilon")})
+        steps, reported = int(m.get("steps", 0)), m.get("dp-steps")
+        missing = 0 if reported is None else int(reported) - steps - sum(int(h["steps"]) for h in entry["history"])
+        if missing > 0:
+            log.warning("round %d: site %s paid %d DP-SGD steps in this run that never reached the server (a lost "
+                        "reply or a round re-run after a resume); accounted at the run's smallest sigma and "
+                        "largest q", rnd, site, missing)
+            entry["history"].append({"round": rnd, "noise_multiplier": m.get("dp-run-min-noise-multiplier",
+                                                                            m["dp-noise-multiplier"]),
+                                     "sample_rate": m.get("dp-run-max-sample-rate", m["dp-sample-rate"]),
+                                     "steps": missing, "epsilon": None, "gap": True})
+        row = {"round": rnd, "noise_multiplier": m["dp-noise-multiplier"], "sample_rate": m["dp-sample-rate"],
+               "steps": steps, "epsilon": m.get("epsilon")}
+        if P.LEDGER_DIGEST in m:
+            row["digest"] = m[P.LEDGER_DIGEST]
+        if reported is not None:
+            row["reported_steps"] = int(reported)
+        entry["history"].append(row)
     cl = ledger.get("client_level")
     if cl is not None and n_sites > 0:  # one Gaussian mechanism per round over the federation's sites
         cl["n_records"] = n_sites

@@ -50,13 +50,14 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         return rd.path
     check_records(rd)
     n_clients = len(Manifest.load(rd.manifest_path).clients)
+    node_configs = simulated_node_configs(rd)
     settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True,
                               show_progress=show_progress)
     if engine == "inprocess":
         from simulations.inprocess import InProcessGrid
 
         try:
-            run_federation(InProcessGrid(client_app, n_clients), settings)
+            run_federation(InProcessGrid(client_app, n_clients, node_config=lambda i: node_configs[i]), settings)
         except FedECGError:
             raise
         except Exception as exc:
@@ -77,13 +78,39 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": True},
     }
     log.info("simulating %d sites for %d rounds → %s", n_clients, cfg.rounds, rd.path)
+    from client.policy import SIMULATED_NODE_CONFIG_ENV, write_simulated_node_configs
+
+    # Flower's virtual SuperNodes get only partition-id / num-partitions: the rest of each node's own config (its
+    # site policy) reaches it through a file named in the environment the Ray workers inherit
+    previous = os.environ.get(SIMULATED_NODE_CONFIG_ENV)
+    os.environ[SIMULATED_NODE_CONFIG_ENV] = str(write_simulated_node_configs(
+        rd.path / "node-state" / "simulated-node-config.json", node_configs).resolve())
     try:
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
                        backend_config=backend_config)
     except Exception as exc:  # Flower wraps ServerApp errors; status.json has the cause
         status = rd.status()
         raise FedECGError(f"simulation of {rd.path} failed: {status.get('error', exc)}") from exc
+    finally:
+        if previous is None:
+            os.environ.pop(SIMULATED_NODE_CONFIG_ENV, None)
+        else:
+            os.environ[SIMULATED_NODE_CONFIG_ENV] = previous
     return _check_completed(rd)
+
+
+def simulated_node_configs(rd) -> list[dict]:
+    """Each simulated node's own node config, by partition id: Flower's partition keys plus the site policy the
+    scenario's ``site_policy`` section gives that site (client.policy). Built here, by the simulation harness;
+    the server never sends it."""
+    from client.policy import check_policy_spec
+    from client.policy import simulated_node_configs as build
+    from ptbxl.partition import Manifest
+
+    cfg = rd.read_config()
+    sites = [str(c.client_id) for c in Manifest.load(rd.manifest_path).clients]
+    check_policy_spec(cfg.site_policy, sites)
+    return build(cfg.site_policy, sites)
 
 
 def check_records(rd) -> dict[str, list[dict]]:

@@ -107,8 +107,13 @@ def test_killed_site_round_completes_and_site_rejoins_with_its_ledger(ptbxl_dir,
     # the site's epsilon kept growing across the restart: its node-local ledger file continued
     assert ledger[-1]["epsilon"] > ledger[0]["epsilon"]
     run_name = json.loads((run_dir / "run.json").read_text())["run_name"]
-    local = json.loads((site_folders[victim] / ".fedecg" / f"ledger-{run_name}.json").read_text())
-    assert [e["round"] for e in local["entries"]] == rounds  # the site's own file agrees with the server
+    local = json.loads((site_folders[victim] / ".fedecg" / "privacy-ledger.json").read_text())["runs"][run_name]
+    # the site's own lifetime ledger agrees with the server: every round the server heard of was paid, and the
+    # server accounts every step the site paid (a spend recorded just before the kill arrives as a gap entry)
+    paid = [e["round"] for e in local["entries"]]
+    heard = [h["round"] for h in ledger if not h.get("gap")]
+    assert [r for r in paid if r in heard] == heard
+    assert sum(e["steps"] for e in local["entries"]) == sum(h["steps"] for h in ledger)
     assert not any(pid_alive(p) for p in started)
 
 

@@ -25,6 +25,7 @@ from server.ema import ema_decay_at, update_ema
 from server.loop import ServerSettings, run_federation
 from server.prepare import PreparedRun, prepare_run
 from simulations.inprocess import InProcessGrid
+from simulations.runner import simulated_node_configs
 from sssd import pretrained
 from sssd.checkpoint import build_model, load_checkpoint, save_checkpoint
 from sssd.config import model_preset
@@ -40,6 +41,7 @@ SCENARIO = {
     "dp": {"enabled": False},
     "strategy": {"name": "fedavg", "min_train_nodes": 1, "min_available_nodes": 1, "ema_decay": 0.9},
     "output": {"synthesize": 0},
+    "site_policy": {"dp_required": False},  # the simulated sites allow training without DP-SGD
 }
 CARD = {"name": "test-base", "preset": "tiny", "data": "none (random perturbation)", "license": "CC0"}
 
@@ -93,7 +95,8 @@ class RecordingGrid(InProcessGrid):
 
 
 def _run(rd, n, grid_cls=InProcessGrid, **grid_kw):
-    grid = grid_cls(client_app, n, **grid_kw)
+    configs = simulated_node_configs(rd)  # each simulated node's own config (its site policy)
+    grid = grid_cls(client_app, n, node_config=lambda i: configs[i], **grid_kw)
     run_federation(grid, ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True))
     return grid
 

@@ -19,6 +19,7 @@ from ptbxl.partition import Manifest
 from server.loop import ServerSettings, run_federation
 from server.prepare import prepare_run
 from simulations.inprocess import InProcessGrid
+from simulations.runner import simulated_node_configs
 
 BASE = {
     "name": "t",
@@ -30,6 +31,9 @@ BASE = {
     "dp": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0},
     "strategy": {"name": "fedavg", "min_train_nodes": 1, "min_available_nodes": 1},
     "output": {"synthesize": 0},
+    # the simulated sites' own policy: the tiny demo sites (a few patients, q up to 1) spend epsilon ~7 per round
+    # at sigma 1, past the default caps (10 per run, 20 lifetime)
+    "site_policy": {"max_epsilon_run": 100.0, "max_epsilon_lifetime": 1000.0},
 }
 
 
@@ -50,6 +54,8 @@ def _prepare(tmp_path, dataset, name="run", **changes):
 
 
 def _run(rd, n, **grid_kw):
+    configs = simulated_node_configs(rd)  # each simulated node's own config (its site policy), as the runner does
+    grid_kw.setdefault("node_config", lambda i: configs[i])
     settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True)
     return run_federation(InProcessGrid(client_app, n, **grid_kw), settings)
 
@@ -121,7 +127,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, demo_ptbxl
 
 
 def test_tampered_replies_are_rejected_and_round_completes(tmp_path, demo_ptbxl):
-    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=1, **{"dp.enabled": False})
+    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=1, **{"dp.enabled": False, "site_policy.dp_required": False})
     assert n >= 4
 
     def tamper(nid, reply):
@@ -172,21 +178,22 @@ def test_every_outgoing_message_carries_only_parameters_and_aggregate_metrics(tm
             arrays = content.array_records[P.ARRAYS]
             assert list(arrays.keys()) == list(final.keys())
             assert sum(a.numpy().nbytes for a in arrays.values()) == param_bytes
-        assert set(content.config_records[P.SITE_INFO].keys()) <= {"site", "status", "message"}
+        assert set(content.config_records[P.SITE_INFO].keys()) <= {"site", "status", "message", P.LEDGER_DIGEST}
 
 
 def test_site_refuses_to_train_once_budget_is_spent(tmp_path, demo_ptbxl):
     from client.training import poisson_rate
     from privacy.accounting import compute_epsilon
 
-    rd, n = _prepare(tmp_path, demo_ptbxl, "probe", **{"dp.unit": "record"})
-    one_round = []  # each site's epsilon after one round: (sigma 0.8, q, 2 steps) at delta = 1/n
+    record = {"dp.unit": "record", "site_policy.unit": "record"}  # the sites' own policy accounts per record too
+    rd, n = _prepare(tmp_path, demo_ptbxl, "probe", **record)
+    one_round = []  # each site's epsilon after one round: (sigma 0.8, q, 2 steps) at the sites' delta 1e-5
     for client in Manifest.load(rd.manifest_path).clients:
         n_train = len(client.train)
-        one_round.append(compute_epsilon([(0.8, poisson_rate(n_train, 4), 2)], 1.0 / n_train))
+        one_round.append(compute_epsilon([(0.8, poisson_rate(n_train, 4), 2)], 1e-5))
     budget = max(one_round) * 1.05  # every site affords round 1, the hungriest cannot afford round 2
     rd, n = _prepare(tmp_path, demo_ptbxl, rounds=2, **{"dp.budget_epsilon": budget, "dp.noise_multiplier": 0.8,
-                                                         "dp.unit": "record"})
+                                                         **record})
 
     _run(rd, n)
 
@@ -202,7 +209,8 @@ def test_site_refuses_to_train_once_budget_is_spent(tmp_path, demo_ptbxl):
 
 
 def test_client_level_dp_is_accounted_apart_from_record_level(tmp_path, demo_ptbxl):
-    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=1, **{"dp.enabled": False, "strategy.client_dp": True,
+    rd, n = _prepare(tmp_path, demo_ptbxl, rounds=1, **{"dp.enabled": False, "site_policy.dp_required": False,
+                                                          "strategy.client_dp": True,
                                                           "strategy.client_dp_noise": 1.0,
                                                           "strategy.client_dp_clip": 5.0})
 

@@ -67,7 +67,8 @@ def test_simulate_exits_nonzero_when_every_site_fails(tmp_path, demo_ptbxl):
 def test_simulate_real_ptbxl_by_site(tmp_path, ptbxl_dir, dp):
     run = tmp_path / "run"
     res = _fedecg("simulate", str(SITES), "--run-dir", str(run), "--set", f"dataset={ptbxl_dir}",
-                  "--set", "rounds=2", "--set", f"dp={str(dp).lower()}", "--set", "local_steps=2")
+                  "--set", "rounds=2", "--set", f"dp={str(dp).lower()}", "--set", "local_steps=2",
+                  "--set", f"site_policy.dp_required={str(dp).lower()}")  # the sites agree to what runs
     assert res.returncode == 0, res.stderr[-3000:]
     manifest = json.loads((run / "manifest.json").read_text())
     assert sorted(str(c["site"]) for c in manifest["clients"]) == ["0", "1", "2", "3"]

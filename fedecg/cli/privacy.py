@@ -33,7 +33,8 @@ def budget(
         False, "--cross-check", help="Also compute ε with Google dp-accounting."
     ),
 ) -> None:
-    """Per-site ε(δ) from the run's privacy ledger (Opacus RDP and PRV accountants)."""
+    """Per-site ε(δ) from the run's privacy ledger (Opacus RDP and PRV accountants), reconciled with what each
+    site reported (its own ε, steps and ledger digest): exits non-zero naming the site when they disagree."""
     from privacy.accounting import dp_accounting_epsilon, epsilon_over_rounds, run_budget
     from privacy.ledger import load_ledger
 
@@ -64,8 +65,11 @@ def budget(
             path, epsilon_rounds_png(curves, {k: v.delta for k, v in ledger.sites.items()}, acc)
         )
         out["plot"] = str(path)
+    mismatches = result.mismatches
+    out["reconciled"] = not mismatches
     if as_json:
         typer.echo(json.dumps(out, indent=2))
+        _fail_on_mismatch(run_dir, mismatches)
         return
     from rich.console import Console
     from rich.table import Table
@@ -84,6 +88,7 @@ def budget(
         "ε rdp",
         "ε prv",
         "ε reported",
+        "check",
     ):
         table.add_column(col, justify="right")
     rows = list(result.sites.values()) + ([result.client_level] if result.client_level else [])
@@ -102,10 +107,11 @@ def budget(
             _fmt(b.epsilons.get("rdp")),
             _fmt(b.epsilons.get("prv")),
             _fmt(b.reported_epsilon),
+            _check(b.reconciliation),
         )
     for site in nonpriv:
-        table.add_row(site, "-", "-", "-", "-", "-", "-", "∞ (no DP)", "-", "-", "-", "-")
-    console = Console(width=max(Console().width, 120))
+        table.add_row(site, "-", "-", "-", "-", "-", "-", "∞ (no DP)", "-", "-", "-", "-", "-")
+    console = Console(width=max(Console().width, 140))
     console.print(table)
     release = math.inf if nonpriv else result.release_epsilon
     console.print(
@@ -114,8 +120,32 @@ def budget(
     loose = [b.site for b in result.sites.values() if b.n_records and b.delta >= 1 / b.n_records]
     if loose:
         console.print(f"warning: δ ≥ 1/n at {', '.join(loose)} (such δ allows releasing a whole record)")
+    gaps = [b for b in result.sites.values() if b.reconciliation and b.reconciliation.gap_steps]
+    for b in gaps:
+        console.print(f"note: {b.site} paid {b.reconciliation.gap_steps} DP-SGD steps that never reached the "
+                      "server (a lost reply or a round re-run after a resume); they are accounted at the run's "
+                      "smallest σ and largest q the site reported, so its ε is an upper bound")
     if "plot" in out:
         console.print(f"plot: {out['plot']}")
+    _fail_on_mismatch(run_dir, mismatches)
+
+
+def _check(rec) -> str:
+    if rec is None:
+        return "-"
+    return {"ok": "ok", "upper-bound": "ok (upper bound)", "mismatch": "MISMATCH", "unreported": "-"}[rec.status]
+
+
+def _fail_on_mismatch(run_dir: Path, mismatches: dict) -> None:
+    """The ledger must agree with what the sites reported; a disagreement names the site(s) and fails."""
+    if not mismatches:
+        return
+    lines = [f"{site}: {'; '.join(rec.problems[:3])}" + (f" (+{len(rec.problems) - 3} more)"
+                                                         if len(rec.problems) > 3 else "")
+             for site, rec in mismatches.items()]
+    raise FedECGError(f"{Path(run_dir) / 'privacy_ledger.json'} disagrees with what site(s) "
+                      f"{', '.join(mismatches)} reported (edited after the run, or a site under-reported): "
+                      + " | ".join(lines))
 
 
 def _non_private_clients(run_dir: Path, ledger_sites: set[str]) -> list[str]:
@@ -188,12 +218,43 @@ def plan(
     Console().print(table)
 
 
+def policy(
+    node_config: str = typer.Option(
+        "", "--node-config", help="The SuperNode's --node-config string (e.g. \"dp-required=true delta=1e-5\")."
+    ),
+    policy_file: Path = typer.Option(None, "--file", help="A site privacy policy file (YAML or JSON)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The privacy policy a site enforces (client.policy): what its node config (and policy file) give,
+    with the defaults for what they leave out. A bad key or value exits non-zero."""
+    from client.policy import POLICY_FILE_KEY, SitePolicy
+
+    values: dict = {}
+    if node_config.strip():
+        from flwr.common.config import parse_config_args
+
+        try:
+            values = parse_config_args([node_config])
+        except Exception as exc:  # click.ClickException for TOML errors
+            raise FedECGError(f"--node-config: {getattr(exc, 'message', exc)}") from exc
+    if policy_file is not None:
+        values.setdefault(POLICY_FILE_KEY, str(policy_file))
+    result = SitePolicy.from_node_config(values)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    typer.echo(f"site privacy policy: {result.describe()}")
+    for key, value in result.to_node_config().items():
+        typer.echo(f"  {key} = {value}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `fedecg privacy budget|plan`."""
+    """Add `fedecg privacy budget|plan|policy`."""
     group = typer.Typer(
         help="Privacy budget accounting (Opacus RDP/PRV, cross-checked with dp-accounting).",
         no_args_is_help=True,
     )
     group.command("budget")(budget)
     group.command("plan")(plan)
+    group.command("policy")(policy)
     app.add_typer(group, name="privacy")
