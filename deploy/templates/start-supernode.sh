@@ -16,11 +16,24 @@ if [ ! -f "$$DATA_DIR/ptbxl_database.csv" ]; then
 fi
 DATA_DIR="$$(cd "$$DATA_DIR" && pwd)"
 case "$$DATA_DIR" in *\'*|*\"*) echo "error: the data folder path must not contain quotes" >&2; exit 2;; esac
+# the site's own privacy policy (site.env), enforced by the ClientApp whatever the server asks
+NODE_CONFIG="data-dir='$$DATA_DIR' site-name='$$SITE' dp-required=$${DP_REQUIRED:-true} privacy-unit='$${PRIVACY_UNIT:-patient}'"
+NODE_CONFIG="$$NODE_CONFIG delta=$${PRIVACY_DELTA:-1e-5} min-noise-multiplier=$${MIN_NOISE_MULTIPLIER:-0.5}"
+NODE_CONFIG="$$NODE_CONFIG max-epsilon-run=$${MAX_EPSILON_RUN:-10} max-epsilon-lifetime=$${MAX_EPSILON_LIFETIME:-20}"
+NODE_CONFIG="$$NODE_CONFIG max-local-steps=$${MAX_LOCAL_STEPS:-200} min-batch=$${MIN_BATCH:-1} max-batch=$${MAX_BATCH:-1024}"
+if [ -n "$${PRIVACY_POLICY:-}" ]; then
+  case "$$PRIVACY_POLICY" in *\'*|*\"*) echo "error: the policy file path must not contain quotes" >&2; exit 2;; esac
+  NODE_CONFIG="$$NODE_CONFIG privacy-policy='$$PRIVACY_POLICY'"
+fi
+# check the policy before joining (prints what this site enforces; a bad key or value stops here)
+if command -v fedecg >/dev/null 2>&1; then
+  fedecg privacy policy --node-config "$$NODE_CONFIG" || { echo "error: invalid privacy policy in site.env" >&2; exit 2; }
+fi
 export FLWR_TELEMETRY_ENABLED=0
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 exec flower-supernode \
   --superlink "$$SUPERLINK" \
   --root-certificates "$$HERE/ca.crt" \
   --auth-supernode-private-key "$$HERE/supernode.key" \
-  --node-config "data-dir='$$DATA_DIR' site-name='$$SITE'" \
+  --node-config "$$NODE_CONFIG" \
   --port "$${SUPERNODE_RUNTIME_PORT:-9094}"
