@@ -112,7 +112,8 @@ def _scenario(tmp_path: Path, dataset: Path, **train) -> Path:
     scen = {"name": "bad", "dataset": str(dataset), "rounds": 1, "seed": 7,
             "partition": {"by": "site", "min_records": 1, "tail": "pool"}, "model": "tiny",
             "train": {"local_steps": 1, "batch_size": 4, "eval_batches": 1, **train},
-            "strategy": {"min_train_nodes": 1, "min_available_nodes": 1}, "output": {"synthesize": 0}}
+            "strategy": {"min_train_nodes": 1, "min_available_nodes": 1}, "output": {"synthesize": 0},
+            "site_policy": {"dp_required": False}}  # the sites' own policy: no DP-SGD needed here
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(scen))
     return path
@@ -195,6 +196,7 @@ def test_a_malformed_scp_codes_cell_never_reaches_the_coordinator(tmp_path, data
     from server.loop import ServerSettings, run_federation
     from server.prepare import prepare_run
     from simulations.inprocess import InProcessGrid
+    from simulations.runner import simulated_node_configs
 
     rd = prepare_run(_scenario(tmp_path, dataset), [], tmp_path / "run", partition=True)
     csv = dataset / "ptbxl_database.csv"  # corrupted after the server partitioned it: only the sites read it now
@@ -202,8 +204,10 @@ def test_a_malformed_scp_codes_cell_never_reaches_the_coordinator(tmp_path, data
     df.loc[0, "scp_codes"] = PHI
     df.to_csv(csv, index=False)
     outgoing: list = []
+    configs = simulated_node_configs(rd)
     with caplog.at_level(logging.ERROR, logger="client.egress"):
-        run_federation(InProcessGrid(client_app, len(Manifest.load(rd.manifest_path).clients), outgoing=outgoing),
+        run_federation(InProcessGrid(client_app, len(Manifest.load(rd.manifest_path).clients), outgoing=outgoing,
+                                     node_config=lambda i: configs[i]),
                        ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True))
     assert outgoing and all(m.has_error() for m in outgoing)
     assert {m.error.reason for m in outgoing} == {P.error_reason("data")}

@@ -13,6 +13,7 @@ SCENARIO = {
     "name": "r", "rounds": 2, "seed": 3, "partition": {"by": "site", "min_records": 1, "tail": "pool"},
     "model": "tiny", "train": {"local_steps": 1, "batch_size": 4, "eval_batches": 1},
     "strategy": {"min_train_nodes": 1, "min_available_nodes": 1}, "output": {"synthesize": 0},
+    "site_policy": {"dp_required": False},  # the sites' own policy: no DP-SGD needed here
 }
 
 
@@ -27,11 +28,13 @@ def _interrupted_run(tmp_path, dataset):
     from server.loop import ServerSettings, run_federation
     from server.prepare import prepare_run
     from simulations.inprocess import InProcessGrid
+    from simulations.runner import simulated_node_configs
 
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({**SCENARIO, "dataset": str(dataset)}))
     rd = prepare_run(path, [], tmp_path / "run", partition=True)
     n = len(Manifest.load(rd.manifest_path).clients)
+    configs = simulated_node_configs(rd)  # each simulated node's own config (its site policy), as the runner does
     calls = {"n": 0}
 
     def crash(nid, reply):
@@ -42,9 +45,9 @@ def _interrupted_run(tmp_path, dataset):
 
     settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True)
     with pytest.raises(_Crash):
-        run_federation(InProcessGrid(client_app, n, tamper=crash), settings)
+        run_federation(InProcessGrid(client_app, n, tamper=crash, node_config=lambda i: configs[i]), settings)
     assert rd.completed_rounds() == [1]
-    return rd, lambda: run_federation(InProcessGrid(client_app, n), settings)
+    return rd, lambda: run_federation(InProcessGrid(client_app, n, node_config=lambda i: configs[i]), settings)
 
 
 def test_resume_refuses_an_edited_config_and_names_the_keys(tmp_path, demo_ptbxl):

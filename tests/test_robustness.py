@@ -231,6 +231,7 @@ BASE = {
     "model": {"preset": "tiny"}, "train": {"local_steps": 1, "batch_size": 4, "lr": 0.001, "eval_batches": 1},
     "dp": {"enabled": False}, "strategy": {"name": "fedavg", "min_train_nodes": 1, "min_available_nodes": 1},
     "output": {"synthesize": 0},
+    "site_policy": {"dp_required": False},  # the sites' own policy: these runs train without DP-SGD
 }
 
 
@@ -252,7 +253,10 @@ def _run(rd, n, **grid_kw):
     from client.app import app as client_app
     from server.loop import ServerSettings, run_federation
     from simulations.inprocess import InProcessGrid
+    from simulations.runner import simulated_node_configs
 
+    configs = simulated_node_configs(rd)  # each simulated node's own config (its site policy), as the runner does
+    grid_kw.setdefault("node_config", lambda i: configs[i])
     return run_federation(InProcessGrid(client_app, n, **grid_kw),
                           ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True))
 
