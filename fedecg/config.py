@@ -126,6 +126,7 @@ class OutputConfig:
     synthesize: int = 8  # ECGs synthesized at the end of a run (0 = none)
     sampler: str = "ddim"
     sampler_steps: int = 20
+    sampler_eta: float = 1.0  # DDIM: 1 = stochastic (DDPM-like, fewer rhythm errors), 0 = deterministic
     keep_checkpoints: int = 0  # 0 = keep every round's checkpoint
     fidelity_reference: str = "train"  # realism of the ECGs vs: train (the sites' records) | heldout (folds 9-10)
 

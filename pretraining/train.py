@@ -68,6 +68,7 @@ class PretrainSettings:
     log_every: int = 50
     eval_samples: int = 32  # ECGs sampled from the EMA weights for the card's realism metrics (0 = none)
     sampler_steps: int = 50  # DDIM steps for those samples
+    sampler_eta: float = 1.0  # DDIM eta for those samples (1 = stochastic)
     resume: bool = False
     progress: bool = True
     init: str = ""  # start from this checkpoint's (EMA) weights instead of a fresh initialisation
@@ -390,7 +391,8 @@ def _command(s: PretrainSettings) -> str:
         parts.append(f"--device {q(s.device)}")
     if s.init:
         parts.append(f"--init {q(s.init)}")
-    parts.append(f"--eval-samples {s.eval_samples} --sampler-steps {s.sampler_steps}")
+    parts.append(f"--eval-samples {s.eval_samples} --sampler-steps {s.sampler_steps} "
+                 f"--sampler-eta {num(s.sampler_eta)}")
     return " ".join(parts)
 
 
@@ -416,14 +418,31 @@ def _realism(out: Path, s: PretrainSettings, device) -> dict:
     t0 = time.perf_counter()
     syn = sample(model, Schedule.from_config(cfg, device), torch.from_numpy(np.asarray(ref.labels[cond])),
                  torch.from_numpy(np.asarray(ref.demo[cond])), torch.from_numpy(np.asarray(ref.demo_mask[cond])),
-                 sampler="ddim", steps=s.sampler_steps, generator=torch.Generator().manual_seed(s.seed))
+                 sampler="ddim", steps=s.sampler_steps, eta=s.sampler_eta,
+                 generator=torch.Generator().manual_seed(s.seed))
     seconds = time.perf_counter() - t0
     real12 = np.asarray(derive_12_leads(np.asarray(ref.x)), dtype=np.float64)
     metrics = realism_metrics(real12, syn.float().cpu().numpy().astype(np.float64))
     np.savez_compressed(out.with_name(out.stem + ".samples.npz"), signals=syn.float().cpu().numpy())
     _plot_samples(out, syn.float().cpu().numpy())
-    return {"reference": ref_name, "n_synthetic": k, "sampler": f"ddim-{s.sampler_steps}",
+    return {"reference": ref_name, "n_synthetic": k, "sampler": f"ddim-{s.sampler_steps} eta {s.sampler_eta:g}",
             "sampling_seconds": round(seconds, 1), "metrics": metrics}
+
+
+def reevaluate(s: PretrainSettings) -> dict:
+    """Recompute the realism block of an existing base's model card (other sampler settings or more samples)
+    without training; the rest of the card is kept."""
+    from fedecg.device import choose_device, torch_threads
+
+    out = Path(s.out)
+    jpath, _ = card_paths(out)
+    if not out.is_file() or not jpath.is_file():
+        raise FedECGError(f"pretrain --evaluate-only: need {out} and its card {jpath}")
+    card = json.loads(jpath.read_text(encoding="utf-8"))
+    with torch_threads(s.threads or None):
+        card["realism"] = _realism(out, s, choose_device(s.device))
+    _write_card(out, card)
+    return card
 
 
 def _write_card(out: Path, card: dict) -> None:

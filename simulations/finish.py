@@ -33,7 +33,7 @@ def _finish_run(run_dir: str | Path) -> str:
     lines = [f"run directory: {rd.path}"]
     if cfg.output.synthesize > 0:
         grid = synthesize_examples(rd, cfg.output.synthesize, cfg.output.sampler, cfg.output.sampler_steps,
-                                   cfg.seed)
+                                   cfg.seed, eta=cfg.output.sampler_eta)
         lines.append(f"synthetic ECGs: {grid} (+ WFDB records, synthetic.npz, png/ in {grid.parent})")
         fidelity, fid_png = write_fidelity(rd)
         lines.append(f"realism of the synthetic ECGs vs the run's training data: {rd.path / 'fidelity.json'}, "
@@ -50,7 +50,7 @@ def _finish_run(run_dir: str | Path) -> str:
     return report
 
 
-def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int) -> Path:
+def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int, eta: float = 1.0) -> Path:
     """Sample ``n`` ECGs from the last checkpoint, conditioned like ``n`` training-fold records of the run's
     dataset, into RUN_DIR/synthetic (PTB-XL layout + npz + PNGs; see evaluation.synthesize). Returns the grid."""
     from evaluation.synthesize import SamplerSettings, conditions_like_dataset, generate, write_synthetic_dataset
@@ -59,11 +59,12 @@ def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int)
     manifest = Manifest.load(rd.manifest_path)
     checkpoint = rd.checkpoints / "latest.pt"
     conditions = conditions_like_dataset(manifest.dataset, n, seed=seed, folds=tuple(range(1, 9)))
-    settings = SamplerSettings(sampler=sampler, steps=steps, seed=seed)
+    settings = SamplerSettings(sampler=sampler, steps=steps, seed=seed, eta=eta)
     signals, info = generate(checkpoint, conditions, settings)
     out = write_synthetic_dataset(rd.path / "synthetic", signals, conditions, info["label_codes"],
                                   provenance={"checkpoint": str(checkpoint), "round": info["round"],
-                                              "sampler": sampler, "steps": steps, "seed": seed},
+                                              "sampler": sampler, "steps": steps, "eta": eta, "seed": seed,
+                                              "weights": info.get("weights")},
                                   overwrite=True)
     return out / "grid.png"
 

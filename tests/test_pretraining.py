@@ -268,7 +268,7 @@ def test_card_realism_block(tmp_path):
     s = _settings(tmp_path / "base.pt", corpus_records=60, steps=4, eval_samples=4, sampler_steps=3)
     card = pt.pretrain(s)
     r = card["realism"]
-    assert r["n_synthetic"] == 4 and r["sampler"] == "ddim-3" and "disjoint" in r["reference"]
+    assert r["n_synthetic"] == 4 and r["sampler"] == "ddim-3 eta 1" and "disjoint" in r["reference"]
     assert isinstance(r["metrics"], dict) and r["metrics"]
     assert json.loads(pt.card_paths(s.out)[0].read_text())["realism"]["metrics"].keys() == r["metrics"].keys()
     assert "## Realism of its samples" in pt.card_paths(s.out)[1].read_text()

@@ -32,9 +32,12 @@ def pretrain_cmd(
     eval_samples: int = typer.Option(32, "--eval-samples", help="ECGs sampled for the model card's realism "
                                      "metrics (0 = skip)."),
     sampler_steps: int = typer.Option(50, "--sampler-steps", help="DDIM steps for those samples."),
+    sampler_eta: float = typer.Option(1.0, "--sampler-eta", help="DDIM eta for those samples (1 = stochastic)."),
     set_: list[str] = typer.Option([], "--set", help="Model field override key=value (e.g. mel_lambda=0)."),
     init: str = typer.Option("", "--init", help="Start from this base's (EMA) weights (a checkpoint path or "
                              "builtin:<name>) instead of a fresh initialisation: a further pretraining phase."),
+    evaluate_only: bool = typer.Option(False, "--evaluate-only", help="Only recompute the realism block of OUT's "
+                                       "model card (with --eval-samples / --sampler-steps / --sampler-eta)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the training state next to OUT "
                                 "(<stem>.train-state)."),
 ) -> None:
@@ -54,8 +57,13 @@ def pretrain_cmd(
                                 corpus_records=records, steps=steps, minutes=minutes, batch_size=batch, lr=lr,
                                 warmup_steps=warmup, ema_decay=ema_decay, seed=seed, precision=precision,
                                 device=device, threads=threads, save_every=save_every, eval_samples=eval_samples,
-                                sampler_steps=sampler_steps, resume=resume, init=init)
-    card = pretrain(settings)
+                                sampler_steps=sampler_steps, sampler_eta=sampler_eta, resume=resume, init=init)
+    if evaluate_only:
+        from pretraining.train import reevaluate
+
+        card = reevaluate(settings.__class__(**{**settings.__dict__, "steps": max(settings.steps, 1)}))
+    else:
+        card = pretrain(settings)
     jpath, mpath = card_paths(out)
     t = card["training"]
     typer.echo(f"base: {out} ({t['steps']} steps, {t['wall_seconds'] / 60:.1f} min); model card: {mpath}, {jpath}")

@@ -25,6 +25,8 @@ def synthesize(
     ),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm."),
     steps: int = typer.Option(50, "--steps", help="DDIM steps (DDPM always uses all T steps)."),
+    eta: float = typer.Option(1.0, "--eta", help="DDIM stochasticity: 1 = DDPM-like noise (fewer rhythm errors), "
+                              "0 = deterministic."),
     guidance: float = typer.Option(
         1.0, "--guidance", help="Classifier-free guidance scale (1 = conditional)."
     ),
@@ -53,7 +55,7 @@ def synthesize(
 
     ckpt = resolve_checkpoint(checkpoint)
     settings = SamplerSettings(
-        sampler=sampler, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size
+        sampler=sampler, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size, eta=eta
     )
     if like_dataset is not None:
         if labels or any(v is not None for v in (age, sex, height, weight)):
