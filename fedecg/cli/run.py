@@ -22,6 +22,8 @@ def simulate_cmd(
     resume: Path = typer.Option(None, "--resume", help="Continue an interrupted run directory."),
     engine: str = typer.Option("ray", "--engine", help="ray (Flower Simulation Engine) or inprocess "
                                "(sequential, no Ray: debugging, profiling)."),
+    finish: bool = typer.Option(True, "--finish/--no-finish", help="Then synthesize output.synthesize ECGs and "
+                                "write fidelity.json, curves and the budget table into the run directory."),
 ) -> None:
     """Run a scenario in Flower's Simulation Engine: one simulated hospital per partition."""
     from fedecg.errors import FedECGError
@@ -32,6 +34,12 @@ def simulate_cmd(
     out = simulate(scenario, resume or run_dir, set_, resume=resume is not None, show_progress=True,
                    engine=engine)
     typer.echo(f"run complete: {out}")
+    from server.rundir import RunDir
+
+    if finish and RunDir(out).read_config().output.synthesize > 0:
+        from simulations.finish import finish_run
+
+        typer.echo(finish_run(out))
 
 
 def demo_cmd(
