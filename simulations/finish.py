@@ -36,8 +36,8 @@ def _finish_run(run_dir: str | Path) -> str:
                                    cfg.seed, eta=cfg.output.sampler_eta)
         lines.append(f"synthetic ECGs: {grid} (+ WFDB records, synthetic.npz, png/ in {grid.parent})")
         fidelity, fid_png = write_fidelity(rd)
-        lines.append(f"realism of the synthetic ECGs vs the run's training data: {rd.path / 'fidelity.json'}, "
-                     f"{fid_png}")
+        ref = "held-out folds 9-10" if cfg.output.fidelity_reference == "heldout" else "the run's training data"
+        lines.append(f"realism of the synthetic ECGs vs {ref}: {rd.path / 'fidelity.json'}, {fid_png}")
         lines.append(fidelity)
     curves = plot_curves(rd)
     lines.append(f"training curves: {curves}")
@@ -105,11 +105,12 @@ def write_fidelity(rd: RunDir, max_real: int = 1000) -> tuple[str, Path]:
                 "reference": f"{len(pick)} {what} (of {len(pool)})",
                 "synthetic": str(rd.path / "synthetic" / "synthetic.npz")})
     atomic_write_json(rd.path / "fidelity.json", out)
-    png = plot_fidelity(rd.path / "fidelity.png", real, syn)
+    png = plot_fidelity(rd.path / "fidelity.png", real, syn,
+                        "held-out data" if cfg.output.fidelity_reference == "heldout" else "training data")
     return format_realism(metrics), png
 
 
-def plot_fidelity(path: Path, real, syn) -> Path:
+def plot_fidelity(path: Path, real, syn, real_name: str = "training data") -> Path:
     """Lead II of real and synthetic ECGs side by side, and their heart-rate and amplitude distributions."""
     import matplotlib
 
@@ -121,20 +122,20 @@ def plot_fidelity(path: Path, real, syn) -> Path:
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 5.5))
     t = np.arange(real.shape[-1]) / 100.0
-    for ax, x, name in ((axes[0, 0], real, "training data"), (axes[0, 1], syn, "synthetic")):
+    for ax, x, name in ((axes[0, 0], real, real_name), (axes[0, 1], syn, "synthetic")):
         for i in range(min(3, len(x))):
             ax.plot(t, x[i, 1] - 2.5 * i, linewidth=0.7)
         ax.set_title(f"lead II, {name} (offset 2.5 mV each)")
         ax.set_xlabel("s")
     hr_r, hr_s = (beat_features(x, 100.0)["hr_bpm"] for x in (real, syn))
     bins = np.linspace(30, 180, 31)
-    axes[1, 0].hist(hr_r[np.isfinite(hr_r)], bins=bins, density=True, alpha=0.5, label="training data")
+    axes[1, 0].hist(hr_r[np.isfinite(hr_r)], bins=bins, density=True, alpha=0.5, label=real_name)
     axes[1, 0].hist(hr_s[np.isfinite(hr_s)], bins=bins, density=True, alpha=0.5, label="synthetic")
     axes[1, 0].set_xlabel("heart rate (bpm), lead II")
     axes[1, 0].legend(fontsize=8)
     amp_r, amp_s = robust_amplitude(real), robust_amplitude(syn)
     bins = np.linspace(0, max(4.0, float(np.nanpercentile(np.r_[amp_r, amp_s], 99))), 31)
-    axes[1, 1].hist(amp_r, bins=bins, density=True, alpha=0.5, label="training data")
+    axes[1, 1].hist(amp_r, bins=bins, density=True, alpha=0.5, label=real_name)
     axes[1, 1].hist(amp_s, bins=bins, density=True, alpha=0.5, label="synthetic")
     axes[1, 1].set_xlabel("lead II robust amplitude (mV)")
     fig.tight_layout()

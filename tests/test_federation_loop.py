@@ -241,6 +241,13 @@ def test_finished_run_leaves_ecgs_curves_and_budget_table(tmp_path, demo_ptbxl):
     budget = json.loads((rd.path / "privacy_budget.json").read_text())
     assert set(budget["sites"]) == set(rd.metrics()[0]["sites"])
     assert "released model" in report and (rd.path / "summary.txt").read_text().strip() == report
+    fidelity = json.loads((rd.path / "fidelity.json").read_text())  # the realism contract of `fedecg demo`
+    for key in ("beat_rate", "inter_lead_correlation_error", "hf_power_ratio", "amplitude_ratio"):
+        assert isinstance(fidelity[key], float)
+    assert fidelity["passed"] is False  # one round of a tiny model from scratch draws noise, and says so
+    assert "training records" in fidelity["reference"] and (rd.path / "fidelity.png").exists()
+    with np.load(rd.path / "synthetic" / "synthetic.npz") as z:
+        assert z["signals"].shape == (3, 12, 1000)
 
 
 def test_ledger_records_the_sampling_rate_opacus_used():
