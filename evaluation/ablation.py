@@ -93,7 +93,7 @@ def ablation_preset(name: str) -> AblationPreset:
 
 
 def default_scenario() -> Path:
-    return Path(__file__).resolve().parent.parent / "simulations" / "scenarios" / "ptbxl-sites.yaml"
+    return Path(__file__).resolve().parent.parent / "simulations" / "scenarios" / "ablation.yaml"
 
 
 def run_ablation(dataset: str | Path, preset: AblationPreset, out: str | Path,

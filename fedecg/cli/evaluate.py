@@ -206,7 +206,7 @@ def ablation(
         "tiny", "--preset", help="tiny | small | paper (rounds, model, sample sizes)."
     ),
     scenario: Path | None = typer.Option(
-        None, "--scenario", help="Scenario YAML (default: ptbxl-sites.yaml)."
+        None, "--scenario", help="Scenario YAML (default: simulations/scenarios/ablation.yaml)."
     ),
     out: Path = typer.Option(
         Path("runs/ablation"), "--out", help="Folder for the three runs and the report."
