@@ -43,14 +43,35 @@ def _parse_codes(text: object, ecg_id: object, path: Path) -> dict[str, float]:
     return {str(k): float(v) for k, v in value.items()}
 
 
+def _integer_column(df: pd.DataFrame, col: str, path: Path, where: list[str]) -> pd.Series:
+    """``df[col]`` as int64; raises FedECGError naming the first bad row (``where[i]``) and its value when a
+    value is missing, non-numeric or not a whole number (PTB-XL writes ids as ``1000.0``, which is accepted)."""
+    raw = df[col]
+    num = pd.to_numeric(raw, errors="coerce")
+    for i, (value, n) in enumerate(zip(raw.tolist(), num.tolist(), strict=True)):
+        if pd.isna(value) or (isinstance(value, str) and not value.strip()):
+            problem = "missing"
+        elif n != n:
+            problem = f"not a number ({value!r})"
+        elif n % 1 != 0:
+            problem = f"not an integer ({value})"
+        else:
+            continue
+        n_bad = int((num.isna() | (num.fillna(0) % 1 != 0)).sum())
+        more = f"; {n_bad - 1} more bad row(s)" if n_bad > 1 else ""
+        raise FedECGError(f"{path}: {where[i]}: {col} {problem}{more}")
+    return num.astype("int64")
+
+
 def read_database(root: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
     """Read ``ptbxl_database.csv`` indexed by ``ecg_id`` (int), with ``scp_codes`` parsed to ``{code:
     likelihood}``.
 
     ``patient_id`` and ``strat_fold`` become int64; ``site`` stays float (NaN = no site recorded; PTB-XL
     v1.0.3 has 17 such rows). Raises FedECGError when the file is missing or unreadable, when a required
-    column is absent (all missing columns are named), or when ``ecg_id`` is duplicated or ``strat_fold`` is
-    outside 1..10.
+    column is absent (all missing columns are named), when ``ecg_id``/``patient_id``/``strat_fold`` is missing,
+    non-numeric or not a whole number (the CSV row or ecg_id and the value are named), when ``ecg_id`` is
+    duplicated, or when ``strat_fold`` is outside 1..10.
     """
     path = database_path(root)
     if not path.is_file():
@@ -63,20 +84,17 @@ def read_database(root: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS
     if missing:
         raise FedECGError(f"{path}: missing required column(s): {', '.join(missing)}")
     if "ecg_id" in df.columns:
-        if df["ecg_id"].isna().any() or df["ecg_id"].duplicated().any():
+        df["ecg_id"] = _integer_column(df, "ecg_id", path, [f"row {i + 2}" for i in range(len(df))])
+        if df["ecg_id"].duplicated().any():
             dups = df.loc[df["ecg_id"].duplicated(), "ecg_id"].tolist()[:5]
-            raise FedECGError(f"{path}: ecg_id must be unique and present (duplicates e.g. {dups})")
-        df["ecg_id"] = df["ecg_id"].astype("int64")
+            raise FedECGError(f"{path}: ecg_id must be unique (duplicates e.g. {dups})")
         df = df.set_index("ecg_id", drop=True).sort_index()
     if "scp_codes" in df.columns:
         df["scp_codes"] = [_parse_codes(t, i, path) for i, t in zip(df.index, df["scp_codes"], strict=False)]
     if "patient_id" in df.columns:
-        if df["patient_id"].isna().any():
-            bad = df.index[df["patient_id"].isna()].tolist()[:5]
-            raise FedECGError(f"{path}: patient_id missing for ecg_id(s) {bad}")
-        df["patient_id"] = df["patient_id"].astype("int64")
+        df["patient_id"] = _integer_column(df, "patient_id", path, [f"ecg_id {i}" for i in df.index])
     if "strat_fold" in df.columns:
-        folds = pd.to_numeric(df["strat_fold"], errors="coerce")
+        folds = _integer_column(df, "strat_fold", path, [f"ecg_id {i}" for i in df.index])
         bad = df.index[~folds.isin(range(1, 11))].tolist()
         if bad:
             raise FedECGError(f"{path}: strat_fold must be 1..10 (bad ecg_id(s) {bad[:5]})")
