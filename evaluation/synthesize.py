@@ -49,6 +49,10 @@ class SamplerSettings:
             raise FedECGError("--steps and the batch size must be >= 1")
         if not 0.0 <= self.eta <= 1.0:
             raise FedECGError(f"--eta must be in [0, 1], got {self.eta}")
+        import math
+
+        if not math.isfinite(self.guidance):
+            raise FedECGError(f"--guidance must be a finite number, got {self.guidance}")
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,12 @@ def generate(
         "weights": weights,
         "base": ckpt.get("base"),
     }
-    return np.concatenate(out).astype(np.float32), info
+    signals = np.concatenate(out).astype(np.float32)
+    bad = ~np.isfinite(signals).all(axis=(1, 2))
+    if bad.any():
+        raise FedECGError(f"checkpoint {checkpoint}: {int(bad.sum())} of {len(signals)} synthetic ECGs are not "
+                          "finite (NaN/Inf weights in the checkpoint?); nothing written")
+    return signals, info
 
 
 def write_synthetic_dataset(

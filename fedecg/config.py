@@ -190,7 +190,20 @@ class ScenarioConfig:
                 check_policy_spec(self.site_policy)
             except FedECGError as exc:
                 raise FedECGError(f"scenario {self.name!r}: {exc}") from exc
+        import math
+        import re
+
+        bad_floats = [f"{sec}.{f.name}" for sec in ("train", "dp", "strategy", "output")
+                      for f in fields(getattr(self, sec)) if f.type in ("float", float)
+                      and not math.isfinite(float(getattr(getattr(self, sec), f.name)))]
+        if bad_floats:
+            raise FedECGError(f"scenario {self.name!r}: {', '.join(bad_floats)} must be finite")
         checks = [
+            (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.name) is not None,
+             f"name must be 1-64 letters, digits, '.', '_' or '-' (no paths), got {self.name!r}"),
+            (re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.train.device) is not None,
+             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.train.device!r}"),
+            (0 < self.strategy.fraction_evaluate <= 1, "strategy.fraction_evaluate must be in (0, 1]"),
             (self.rounds >= 1, "rounds must be >= 1"),
             (self.train.local_steps >= 1, "train.local_steps must be >= 1"),
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),

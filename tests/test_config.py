@@ -66,3 +66,14 @@ def test_apply_overrides_does_not_mutate_input():
     data = {"train": {"lr": 0.1}}
     out = apply_overrides(data, ["lr=0.5"])
     assert data == {"train": {"lr": 0.1}} and out["train"]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lr=.inf", "must be finite"),
+    ("strategy.fraction_evaluate=5", "fraction_evaluate"),
+    ("train.device=tpu9", "train.device"),
+    ("name=../../x", "no paths"),
+])
+def test_hostile_or_broken_overrides_get_one_clear_error(tmp_path, override, message):
+    with pytest.raises(FedECGError, match=message):
+        load_scenario(_write(tmp_path, {"dataset": "demo"}), [override])

@@ -167,24 +167,37 @@ def plan(
     local_steps: int = typer.Option(..., "--local-steps", help="DP-SGD steps per site per round."),
     sample_rate: float = typer.Option(None, "--sample-rate", help="Poisson sampling rate q (all sites)."),
     records: list[int] = typer.Option(
-        None, "--records", help="Records per site (repeat); q = batch/records."
+        None, "--records", help="Privacy units (patients or records) per site (repeat); q = 1/ceil(n/batch)."
     ),
     batch: int = typer.Option(None, "--batch", help="Expected batch size (with --records)."),
     accountant: str = typer.Option("rdp", "--accountant", help="rdp or prv."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Noise multiplier σ each site needs so that rounds × local steps stay within the target ε at δ."""
+    import math
+
+    from client.training import poisson_rate
     from privacy.accounting import plan_noise_multiplier
 
     if (sample_rate is None) == (not records):
         raise FedECGError("give either --sample-rate or --records (with --batch)")
     if records and not batch:
         raise FedECGError("--records needs --batch (expected batch size)")
+    if not (math.isfinite(target_epsilon) and target_epsilon > 0):
+        raise FedECGError(f"--target-epsilon must be a finite number > 0, got {target_epsilon}")
+    if not (math.isfinite(delta) and 0 < delta < 1):
+        raise FedECGError(f"--delta must be in (0, 1), got {delta}")
+    if rounds < 1 or local_steps < 1:
+        raise FedECGError("--rounds and --local-steps must be >= 1")
+    if sample_rate is not None and not (math.isfinite(sample_rate) and 0 < sample_rate <= 1):
+        raise FedECGError(f"--sample-rate must be in (0, 1], got {sample_rate}")
+    if records and (batch < 1 or min(records) < 1):
+        raise FedECGError("--records and --batch must be >= 1")
     steps = rounds * local_steps
-    sites = (
+    sites = (  # the rate the sites use: Opacus' 1 / number of batches (client.training.poisson_rate)
         {"all": sample_rate}
         if sample_rate is not None
-        else {str(i): min(1.0, batch / n) for i, n in enumerate(records)}
+        else {str(i): poisson_rate(n, batch) for i, n in enumerate(records)}
     )
     out = {}
     for name, q in sites.items():
