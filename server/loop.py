@@ -109,6 +109,9 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
         restore_strategy_state(strategy, ckpt.get("strategy_state", {}))
     rule = parse_robust(cfg.strategy.robust)
     counts = ExampleCounts(cfg.strategy.max_examples, _registered_counts(rd), (ckpt or {}).get("example_counts"))
+    stale = rd.remove_stale_temporaries()
+    if stale:
+        log.info("removed %d temporary file(s) an interrupted run left in %s", len(stale), rd.path)
     rd.write_status("running", round=start)
 
     # the sites get the config without the server's base path: the base reaches them as round 1's weights,

@@ -128,13 +128,35 @@ class RunDir:
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write_status(self, status: str, **extra) -> None:
-        atomic_write_json(self.path / "status.json", {"status": status, "time": time.time(), **extra})
+        import os
+        import socket
+
+        atomic_write_json(self.path / "status.json", {"status": status, "time": time.time(), "pid": os.getpid(),
+                                                      "host": socket.gethostname(), **extra})
 
     def status(self) -> dict:
+        """status.json; a "running" run whose process is gone (killed) reads, and is rewritten, as
+        "interrupted" (resume it with `fedecg simulate --resume`)."""
         import json
 
         p = self.path / "status.json"
-        return json.loads(p.read_text()) if p.exists() else {"status": "missing"}
+        if not p.exists():
+            return {"status": "missing"}
+        st = json.loads(p.read_text())
+        if st.get("status") == "running" and _process_gone(st):
+            st = {**st, "status": "interrupted", "note": "the process that ran it is gone; resume it"}
+            atomic_write_json(p, st)
+        return st
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files of atomic writes a killed process left behind (``.<name>.*.tmp``) in
+        the run directory and its checkpoints; call only while no other process writes this run."""
+        gone = []
+        for folder in (self.path, self.checkpoints):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                tmp.unlink(missing_ok=True)
+                gone.append(tmp)
+        return gone
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -173,3 +195,20 @@ def check_resume_config(rd: RunDir, cfg: ScenarioConfig, ckpt: dict) -> None:
                           f"{ckpt.get('round')} in {len(diffs)} key(s): {shown}{more}. A resumed run must be the "
                           "same run: restore config.yaml (the checkpoint's run_config), or start a new run "
                           "directory")
+
+
+def _process_gone(status: dict) -> bool:
+    """True when ``status`` names a process on this host that no longer exists."""
+    import os
+    import socket
+
+    pid, host = status.get("pid"), status.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -38,3 +38,29 @@ def test_jsonl_reader_ignores_a_torn_last_line(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"round": 3, "si')
     assert [r["round"] for r in read_jsonl(path)] == [1, 2]
+
+
+def test_killed_run_reads_as_interrupted_and_its_temporaries_are_removed(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from server.rundir import RunDir
+
+    rd = RunDir(tmp_path / "run")
+    (rd.path / "checkpoints").mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    rd.write_status("running", round=2)
+    st = json.loads((rd.path / "status.json").read_text())
+    (rd.path / "status.json").write_text(json.dumps({**st, "pid": child.pid}))  # as if the child wrote it
+    assert rd.status()["status"] == "running"
+    child.kill()
+    child.wait()
+    assert rd.status()["status"] == "interrupted"
+    assert json.loads((rd.path / "status.json").read_text())["status"] == "interrupted"
+    for p in (rd.path / ".metrics.jsonl.abc.tmp", rd.path / "checkpoints" / ".round-0003.pt.x.tmp"):
+        p.write_text("half")
+    keep = rd.path / "metrics.jsonl"
+    keep.write_text("{}\n")
+    assert len(rd.remove_stale_temporaries()) == 2 and keep.exists()
+    assert not list(rd.path.rglob("*.tmp"))
