@@ -73,6 +73,24 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         os.fsync(fh.fileno())
 
 
+def read_json_object(path: str | os.PathLike, label: str = "") -> dict | None:
+    """The JSON object in ``path``, or None when the file does not exist; FedECGError (``label path: ...``)
+    when it is unreadable, not JSON, or not an object."""
+    from fedecg.errors import FedECGError
+
+    path = Path(path)
+    where = f"{label} {path}" if label else str(path)
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FedECGError(f"{where}: not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise FedECGError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file, ignoring a torn last line left by a crash."""
     rows = []

@@ -220,18 +220,9 @@ class BaseCorpus:
 
 def read_base_record(run_dir: str | Path) -> dict | None:
     """``RUN_DIR/base.json`` (written when the run started from a pretrained base), or None."""
-    import json
+    from fedecg.io import read_json_object
 
-    path = Path(run_dir) / BASE_FILE
-    if not path.is_file():
-        return None
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FedECGError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(rec, dict):
-        raise FedECGError(f"{path}: expected a JSON object, got {type(rec).__name__}")
-    return rec
+    return read_json_object(Path(run_dir) / BASE_FILE)
 
 
 def _int(v) -> int | None:

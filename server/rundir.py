@@ -80,14 +80,9 @@ class RunDir:
 
     def read_base(self) -> dict | None:
         """base.json, or None when the run has none (init: none)."""
-        import json
+        from fedecg.io import read_json_object
 
-        if not self.base_path.is_file():
-            return None
-        try:
-            return json.loads(self.base_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise FedECGError(f"{self.base_path}: not valid JSON ({exc})") from exc
+        return read_json_object(self.base_path)
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def completed_rounds(self) -> list[int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,16 +156,9 @@ def preset_of(cfg: dict) -> str:
 
 
 def _read_card(path: Path) -> dict:
-    p = card_path(path)
-    if not p.is_file():
-        return {}
-    try:
-        card = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FedECGError(f"model card {p}: not valid JSON ({exc})") from exc
-    if not isinstance(card, dict):
-        raise FedECGError(f"model card {p}: expected a JSON object, got {type(card).__name__}")
-    return card
+    from fedecg.io import read_json_object
+
+    return read_json_object(card_path(path), "model card") or {}
 
 
 def _check_weights(state: dict[str, np.ndarray], base_cfg: dict, path: Path) -> dict[str, np.ndarray]:
