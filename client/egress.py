@@ -18,6 +18,7 @@ data loader gain the allow-listed ``records-invalid`` count (records skipped as 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -33,6 +34,25 @@ _SITE_INFO_KEYS = {"site", "status", "message", P.LEDGER_DIGEST}
 _DIGEST = re.compile(r"[0-9a-f]{64}")  # the ledger digest: exactly a sha256 hex string, nothing else rides on it
 
 
+def _expected_arrays(request: Message, sent) -> dict:
+    """Name → (shape, dtype) of what a train reply may carry: the global model's parameters, or under a
+    partial ``train.trainable`` exactly the trained ones / LoRA factors (sssd.peft.reply_reference)."""
+    from sssd.peft import parse_trainable, reply_reference, shapes_of
+
+    shapes = shapes_of(dict(sent.items()))
+    spec = "all"
+    config = request.content.config_records.get(P.CONFIG)
+    if config is not None and P.RUN_CONFIG_JSON in config:
+        try:
+            spec = json.loads(str(config[P.RUN_CONFIG_JSON])).get("train", {}).get("trainable", "all")
+        except (ValueError, AttributeError) as exc:
+            raise FedECGError("egress blocked: the request's run config does not parse") from exc
+    try:
+        return reply_reference(shapes, parse_trainable(spec))
+    except ValueError as exc:
+        raise FedECGError(f"egress blocked: {exc}") from exc
+
+
 def check_outgoing(reply: Message, request: Message) -> None:
     """Raise FedECGError if ``reply`` carries anything but parameters and allow-listed aggregate metrics."""
     if reply.has_error():
@@ -44,12 +64,16 @@ def check_outgoing(reply: Message, request: Message) -> None:
     if P.ARRAYS in content.array_records:
         sent = request.content.array_records.get(P.ARRAYS)
         got = content.array_records[P.ARRAYS]
-        if sent is None or list(got.keys()) != list(sent.keys()):
-            raise FedECGError("egress blocked: reply arrays are not exactly the global model's parameters")
+        if sent is None:
+            raise FedECGError("egress blocked: reply carries arrays but the request carried no model")
+        expected = _expected_arrays(request, sent)
+        if list(got.keys()) != list(expected):
+            raise FedECGError("egress blocked: reply arrays are not exactly the model parameters the site "
+                              "trains (train.trainable)")
         for name, arr in got.items():
-            if tuple(arr.shape) != tuple(sent[name].shape):
+            if tuple(arr.shape) != tuple(expected[name][0]):
                 raise FedECGError(f"egress blocked: array {name!r} has shape {tuple(arr.shape)}, "
-                                  f"the model's is {tuple(sent[name].shape)}")
+                                  f"the model's is {tuple(expected[name][0])}")
     for name, value in content.metric_records.get(P.METRICS, {}).items():
         if name not in P.ALLOWED_METRICS:
             raise FedECGError(f"egress blocked: metric {name!r} is not an allow-listed aggregate metric")

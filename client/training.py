@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedecg.config import ScenarioConfig
+from fedecg.config import ScenarioConfig, parse_trainable
+from sssd.dp import average_draws, repeat_draws
+from sssd.peft import apply_trainable, count_trainable, reply_state
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +121,15 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
     seed = derive_seed(cfg.seed, server_round, site)
     data_gen = torch.Generator().manual_seed(seed)
     loss_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    model = build_model(model_cfg, global_state, device)
+    spec = parse_trainable(cfg.train.trainable)
+    model = apply_trainable(build_model(model_cfg, global_state, device), spec,
+                            torch.Generator().manual_seed(seed + 4))
     model.train()
     schedule = Schedule.from_config(model_cfg, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     private = noise_multiplier is not None
+    draws = cfg.dp.noise_multiplicity
     if private and cfg.dp.unit == "patient":
         from fedecg.errors import FedECGError
         from ptbxl.dataset import PatientSampledDataset
@@ -149,7 +155,7 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                 max_grad_norm=cfg.dp.max_grad_norm, poisson_sampling=True, noise_generator=noise_gen)
     anchor = None
     if proximal_mu > 0:
-        anchor = [p.detach().clone() for p in model.parameters()]
+        anchor = [p.detach().clone() for p in params]
     precision = train_precision(cfg, device, private)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
@@ -166,13 +172,15 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                     steps += 1
                     continue
                 x, labels, demo, demo_mask = (t.to(device) for t in (x, labels, demo, demo_mask))
+                n_examples = x.shape[0]
+                x, labels, demo, demo_mask = repeat_draws(draws, x, labels, demo, demo_mask)
                 # per physical batch (Opacus keeps the clipped sum of a skipped step's batches itself)
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(precision, device):
                     loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg,
                                                  generator=loss_gen)
                     if anchor is not None:
-                        prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                        prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
                         loss = loss + 0.5 * proximal_mu * prox
                 if not torch.isfinite(loss):
                     from fedecg.errors import FedECGError
@@ -182,15 +190,17 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
                 else:
                     with warnings.catch_warnings():  # Opacus' hooks on a layer whose input needs no grad
                         warnings.filterwarnings("ignore", message="Full backward hook is firing")
                         loss.backward()
-                    if not private and cfg.train.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    if private:  # per-example gradients of the K-averaged loss (no-op for K = 1)
+                        average_draws(model, n_examples, draws)
+                    elif cfg.train.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
                     optimizer.step()
                 # Opacus (BatchMemoryManager) skips the step until the logical batch is complete
                 stepped = not (private and getattr(optimizer, "_is_last_step_skipped", False))
@@ -204,12 +214,12 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
     denom = max(counted, 1)
     metrics = {"train-loss": sums["loss"] / denom, "eps-loss": sums["eps"] / denom,
                "mel-loss": sums["mel"] / denom, "steps": float(steps), "train-seconds": seconds,
-               "physical-batches": float(counted)}
+               "physical-batches": float(counted), "trained-parameters": float(count_trainable(model))}
     dp_entry = None
     if private:
         dp_entry = {"noise_multiplier": float(noise_multiplier), "sample_rate": float(loader.sample_rate),
                     "steps": steps, "max_grad_norm": cfg.dp.max_grad_norm}
-    return LocalResult(state=state_to_numpy(model), metrics=metrics, dp_entry=dp_entry)
+    return LocalResult(state=reply_state(model, spec), metrics=metrics, dp_entry=dp_entry)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class TrainConfig:
     threads: int = 0  # torch threads per client (0 = leave as is)
     eval_batches: int = 2  # batches of the site's validation split scored in evaluate
     min_records: int = 1  # a site with fewer valid training records (bad ones are skipped) refuses the round
+    trainable: str = "all"  # all | conditioning | last-blocks:N | lora:R (sssd.peft; the reply carries only these)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class DPConfig:
     max_grad_norm: float = 1.0
     accountant: str = "rdp"  # rdp | prv
     budget_epsilon: float = 0.0  # a site refuses to train once its epsilon would exceed this (0: target or none)
+    # K (timestep, noise) draws per example, loss averaged per example before per-sample clipping (DPDM);
+    # without DP plain variance reduction. Costs K x the compute of one draw.
+    noise_multiplicity: int = 1
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,9 @@ class ScenarioConfig:
             (self.train.physical_batch_size >= 0, "train.physical_batch_size must be >= 0"),
             (self.train.min_records >= 1, "train.min_records must be >= 1"),
             (self.train.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
+            (_trainable_ok(self.train.trainable),
+             f"train.trainable must be all, conditioning, last-blocks:N or lora:R, got {self.train.trainable!r}"),
+            (1 <= self.dp.noise_multiplicity <= 256, "dp.noise_multiplicity must be in 1..256"),
             (self.demo_data.records >= self.demo_data.sites >= 1, "demo_data needs records >= sites >= 1"),
             (self.output.fidelity_reference in ("train", "heldout"), "output.fidelity_reference: train or heldout"),
             (self.strategy.name in ("fedavg", "fedprox", "fedadam", "fedyogi"),
@@ -373,3 +381,39 @@ _SECTIONS = {
     "output": OutputConfig,
     "demo_data": DemoDataConfig,
 }
+
+
+
+_TRAINABLE = re.compile(r"^(all|conditioning|last-blocks:([1-9][0-9]*)|lora:([1-9][0-9]*))$")
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """``train.trainable`` parsed: which parameters a site trains (see sssd.peft)."""
+
+    kind: str  # all | conditioning | last-blocks | lora
+    n: int = 0  # last-blocks: N; lora: rank R
+
+    @property
+    def partial(self) -> bool:
+        return self.kind != "all"
+
+    def __str__(self) -> str:
+        return self.kind if self.kind in ("all", "conditioning") else f"{self.kind}:{self.n}"
+
+
+def parse_trainable(spec: str) -> Trainable:
+    """``all | conditioning | last-blocks:N | lora:R`` → :class:`Trainable`; ValueError names the bad value."""
+    m = _TRAINABLE.match(str(spec).strip())
+    if m is None:
+        raise ValueError(f"train.trainable must be all, conditioning, last-blocks:N or lora:R (N, R >= 1), "
+                         f"got {spec!r}")
+    if m.group(2):
+        return Trainable("last-blocks", int(m.group(2)))
+    if m.group(3):
+        return Trainable("lora", int(m.group(3)))
+    return Trainable(m.group(1))
+
+
+def _trainable_ok(spec: str) -> bool:
+    return _TRAINABLE.match(str(spec).strip()) is not None

@@ -27,6 +27,7 @@ ALLOWED_METRICS = frozenset({
     "epsilon", "delta", "dp-enabled", "dp-steps", "dp-sample-rate", "dp-noise-multiplier",
     "dp-max-grad-norm", "dp-rounds", "refused", "physical-batches", "dp-patient-level", "dp-units",
     "dp-run-min-noise-multiplier", "dp-run-max-sample-rate",  # bounds of the run's σ / q (server's gap entries)
+    "trained-parameters",  # how many parameters the site trained (train.trainable)
     "records-invalid",  # records the site skipped because they failed validation (their ecg_ids stay local)
 })
 

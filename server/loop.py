@@ -138,8 +138,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             t_train = time.perf_counter() - t0
             sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in train_msgs if m.metadata.message_id}
             sites, problems = attribute_replies(replies, node_names, sent_to)
-            verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm, s, counts=counts)
-                        for m, s in zip(replies, sites)]
+            verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm, s, counts=counts,
+                                    trainable=cfg.train.trainable) for m, s in zip(replies, sites)]
             screen_round(verdicts, problems, cfg.strategy.relative_norm_factor)
             accepted = sorted(((s, m, v) for s, m, v in zip(sites, replies, verdicts) if v.accepted),
                               key=lambda smv: smv[0])

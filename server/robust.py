@@ -146,10 +146,13 @@ def aggregation_replies(rule: RobustRule, accepted: list, ref: dict[str, np.ndar
         content = RecordDict({P.ARRAYS: arrays, P.METRICS: MetricRecord({P.NUM_EXAMPLES: float(n)})})
         return Message(content=content, dst_node_id=node, message_type="train")
 
+    def arrays_of(m, v):  # a partial reply (train.trainable) counts as the full model it stands for
+        return v.arrays if getattr(v, "arrays", None) is not None else m.content.array_records[P.ARRAYS]
+
     if rule.kind == "none":
-        return [reply(m.content.array_records[P.ARRAYS], v.num_examples, m.metadata.src_node_id)
-                for _, m, v in accepted]
-    decoded = [{k: a.numpy() for k, a in m.content.array_records[P.ARRAYS].items()} for _, m, _ in accepted]
+        return [reply(arrays_of(m, v), v.num_examples, m.metadata.src_node_id) for _, m, v in accepted]
+    decoded = [v.arrays if getattr(v, "arrays", None) is not None
+               else {k: a.numpy() for k, a in m.content.array_records[P.ARRAYS].items()} for _, m, v in accepted]
     if rule.kind == "norm-bound":
         return [reply(clip_update(w, ref, rule.param), v.num_examples, m.metadata.src_node_id)
                 for w, (_, m, v) in zip(decoded, accepted)]

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedecg import protocol as P
+from fedecg.config import parse_trainable
+from sssd.peft import expand_reply, reply_reference, shapes_of
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Verdict:
     update_norm: float = float("nan")
     num_examples: float = 0.0  # the weight used in aggregation: the claimed count, capped
     note: str = ""  # e.g. "num-examples 1e+15 capped to 40 (...)"
+    arrays: dict | None = None  # a partial reply (train.trainable) expanded to the full model it stands for
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -166,20 +169,22 @@ class ExampleCounts:
 
 
 def check_reply(msg, global_arrays: dict[str, np.ndarray], max_update_norm: float, site: str | None = None,
-                *, counts: ExampleCounts | None = None) -> Verdict:
-    """Validate one train reply; never raises (module docstring)."""
+                *, counts: ExampleCounts | None = None, trainable: str = "all") -> Verdict:
+    """Validate one train reply; never raises (module docstring). Under a partial ``trainable`` (sssd.peft) the
+    reply must carry exactly the trained parameters or LoRA factors; the accepted verdict holds the full model
+    it stands for (``arrays``), and the update norm is that model's distance to the global one."""
     if site is None:
         try:
             site = site_of(msg)
         except Exception:  # noqa: BLE001
             site = "unknown"
     try:
-        return _check(msg, global_arrays, max_update_norm, site, counts)
+        return _check(msg, global_arrays, max_update_norm, site, counts, parse_trainable(trainable))
     except Exception as exc:  # noqa: BLE001 - anything not foreseen below still only rejects the reply
         return Verdict(site, False, f"malformed reply ({type(exc).__name__})")
 
 
-def _check(msg, global_arrays, max_update_norm, site, counts) -> Verdict:
+def _check(msg, global_arrays, max_update_norm, site, counts, spec) -> Verdict:
     from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
     if msg.has_error():
@@ -224,39 +229,48 @@ def _check(msg, global_arrays, max_update_norm, site, counts) -> Verdict:
         return Verdict(site, False, "no arrays in reply")
     if not isinstance(arrays, ArrayRecord):
         return Verdict(site, False, f"{P.ARRAYS!r} is not an ArrayRecord")
+    reference = reply_reference(shapes_of(global_arrays), spec)
     names = list(arrays.keys())
-    if set(names) != set(global_arrays):
-        missing = sorted(set(global_arrays) - set(names))[:3]
-        n_extra = len(set(names) - set(global_arrays))
+    if set(names) != set(reference):
+        missing = sorted(set(reference) - set(names))[:3]
+        n_extra = len(set(names) - set(reference))
         return Verdict(site, False, f"wrong keys (missing {missing}, {n_extra} unexpected)")
-    sq = 0.0
-    for name, ref in global_arrays.items():
+    decoded = {}
+    for name, (shape, dtype) in reference.items():
         arr = arrays[name]
         if not isinstance(arr, Array):
             return Verdict(site, False, f"{name} is not an Array")
         if arr.stype != "numpy.ndarray":
             return Verdict(site, False, f"{name}: serialization type is not numpy.ndarray")
-        if not isinstance(arr.shape, (list, tuple)) or tuple(arr.shape) != tuple(ref.shape):
-            return Verdict(site, False, f"wrong shape for {name}: {_shape(arr.shape)} != {tuple(ref.shape)}")
-        if arr.dtype != ref.dtype.name:
-            return Verdict(site, False, f"wrong dtype for {name}: {_printable(arr.dtype, 20)} != {ref.dtype}")
-        if not isinstance(arr.data, bytes) or len(arr.data) > ref.nbytes + NPY_HEADER_SLACK:
+        if not isinstance(arr.shape, (list, tuple)) or tuple(arr.shape) != tuple(shape):
+            return Verdict(site, False, f"wrong shape for {name}: {_shape(arr.shape)} != {tuple(shape)}")
+        if arr.dtype != dtype:
+            return Verdict(site, False, f"wrong dtype for {name}: {_printable(arr.dtype, 20)} != {dtype}")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if not isinstance(arr.data, bytes) or len(arr.data) > nbytes + NPY_HEADER_SLACK:
             return Verdict(site, False, f"{name}: array data of unexpected size")
         try:
             value = arr.numpy()
         except Exception:  # noqa: BLE001 - not a valid .npy (or a pickle: refused by allow_pickle=False)
             return Verdict(site, False, f"{name}: array bytes do not decode as .npy")
-        if not isinstance(value, np.ndarray) or value.shape != ref.shape or value.dtype != ref.dtype:
+        if not isinstance(value, np.ndarray) or value.shape != tuple(shape) or value.dtype.name != dtype:
             return Verdict(site, False, f"{name}: decoded array does not match its declared shape and dtype")
         if not np.all(np.isfinite(value)):
             return Verdict(site, False, f"non-finite values (NaN/Inf) in {name}")
+        decoded[name] = value
+    full = expand_reply(decoded, global_arrays, spec)
+    sq = 0.0
+    for name, ref in global_arrays.items():
+        value = full[name]
+        if not np.all(np.isfinite(value)):  # a LoRA product can overflow float32
+            return Verdict(site, False, f"non-finite values (NaN/Inf) in {name} after merging the reply")
         sq += float(np.sum((value.astype(np.float64) - ref.astype(np.float64)) ** 2))
     norm = math.sqrt(sq)
     if not math.isfinite(norm):
         return Verdict(site, False, "update norm is not finite", norm)
     if norm > max_update_norm:
         return Verdict(site, False, f"update norm {norm:.3g} exceeds max_update_norm {max_update_norm:.3g}", norm)
-    return Verdict(site, True, "", norm, weight, note)
+    return Verdict(site, True, "", norm, weight, note, arrays=full if spec.partial else None)
 
 
 def screen_round(verdicts: list[Verdict], problems: dict[int, str], relative_norm_factor: float) -> None:

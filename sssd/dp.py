@@ -14,3 +14,30 @@ def register_grad_samplers() -> None:
     from sssd.s4 import S4DConv, s4d_grad_sample
 
     GradSampleModule.GRAD_SAMPLERS.setdefault(S4DConv, s4d_grad_sample)
+
+
+def repeat_draws(k: int, *tensors):
+    """Noise multiplicity (DPDM): each example repeated ``k`` times in a row, (B, ...) → (B k, ...), so that the
+    loss draws k (timestep, noise, condition-dropout) triples per example."""
+    if k == 1:
+        return tensors
+    return tuple(t.repeat_interleave(k, dim=0) for t in tensors)
+
+
+def average_draws(module, batch: int, k: int) -> None:
+    """After ``backward`` of the mean loss over B k rows (:func:`repeat_draws`): replace every per-row gradient
+    Opacus computed (``p.grad_sample``, B k rows) by the mean over each example's k rows, in place.
+
+    With Opacus' ``loss_reduction="mean"`` row i's grad_sample is ∇ℓ_i (the 1/(B k) of the mean is undone by the
+    row count), so the result is ∇ (1/k) Σ_j ℓ_(b, j): the per-example gradient of the k-averaged loss, which the
+    DP optimizer then clips per *example* (accounting unchanged: one sampled example, one clipped gradient)."""
+    if k == 1:
+        return
+    for p in module.parameters():
+        gs = getattr(p, "grad_sample", None)
+        if gs is None or not p.requires_grad:
+            continue
+        if not hasattr(gs, "shape") or gs.shape[0] != batch * k:
+            raise RuntimeError(f"noise multiplicity: a per-sample gradient has {getattr(gs, 'shape', '?')} rows, "
+                               f"expected {batch} x {k}")
+        p.grad_sample = gs.reshape(batch, k, *gs.shape[1:]).mean(dim=1)

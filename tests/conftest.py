@@ -31,3 +31,11 @@ def demo_ptbxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ptbxl.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo") / "ptbxl", n_records=60, n_sites=4, seed=0)
+
+
+@pytest.fixture()
+def flower_task_identity():
+    """Flower Messages built outside a running app need a task identity (run, task, node ids)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0

@@ -49,7 +49,7 @@ def test_egress_passes_parameters_and_aggregate_metrics():
 @pytest.mark.parametrize("reply, message", [
     (lambda: _reply(_weights(), {P.NUM_EXAMPLES: 10.0, "per-record-loss": 0.1}), "not an allow-listed"),
     (lambda: _reply(_weights(), {P.NUM_EXAMPLES: 10.0, "train-loss": [0.1, 0.2]}), "not a scalar"),
-    (lambda: _reply({"w": GLOBAL["w"]}), "not exactly the global model"),
+    (lambda: _reply({"w": GLOBAL["w"]}), "not exactly the model parameters"),
     (lambda: _reply({**_weights(), "records": np.zeros((4, 8, 1000), np.float32)}), "not exactly"),
     (lambda: _reply(_weights(), extra={"raw": ConfigRecord({"ecg": "..."})}), "unexpected records"),
     (lambda: _reply(_weights(), info={"site": "s", "patient": "123"}), "site-info entry"),
