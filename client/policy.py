@@ -242,7 +242,7 @@ class Decision:
 def decide(policy: SitePolicy, cfg, n_units: int, ledger, run_name: str) -> Decision:
     """Check the server's run config ``cfg`` (a ScenarioConfig) against ``policy`` and the site's lifetime
     ``ledger`` (client.ledger.SiteLedger) for the next round of run ``run_name``."""
-    from client.training import poisson_rate
+    from privacy.accounting import plan_site, poisson_rate
 
     dp, steps, batch = cfg.dp, cfg.train.local_steps, cfg.train.batch_size
     if not dp.enabled:
@@ -278,8 +278,8 @@ def decide(policy: SitePolicy, cfg, n_units: int, ledger, run_name: str) -> Deci
         if dp.target_epsilon > policy.max_epsilon_run:
             return Decision(f"the server asked for a run spending epsilon {dp.target_epsilon:g}, above the "
                             f"site's max-epsilon-run {policy.max_epsilon_run:g}")
-        sigma = plan_sigma(dp.target_epsilon, delta, q, cfg.rounds * steps, dp.accountant)
-        sigma = max(sigma, policy.min_noise_multiplier)
+        sigma = plan_site(dp.target_epsilon, delta, n_units, batch, cfg.rounds * steps, dp.accountant,
+                          policy.min_noise_multiplier).noise_multiplier
     else:
         sigma = float(dp.noise_multiplier)
         if sigma < policy.min_noise_multiplier:
@@ -302,16 +302,3 @@ def decide(policy: SitePolicy, cfg, n_units: int, ledger, run_name: str) -> Deci
                         f"would reach {lifetime:.3f} > the site's max-epsilon-lifetime "
                         f"{policy.max_epsilon_lifetime:g} at delta={policy.delta:.2e}")
     return Decision(private=True, noise_multiplier=sigma, sample_rate=q, steps=steps, delta=delta)
-
-
-def plan_sigma(target: float, delta: float, q: float, steps: int, accountant: str) -> float:
-    """σ for ``steps`` steps at rate ``q`` to spend at most ``target`` at ``delta``, as the site's own accountant
-    (privacy.accounting.compute_epsilon) measures it: Opacus' plan, raised by 1 % steps until it holds."""
-    from privacy.accounting import compute_epsilon, plan_noise_multiplier
-
-    sigma = plan_noise_multiplier(target, delta, q, steps, accountant)
-    for _ in range(200):
-        if compute_epsilon([(sigma, q, steps)], delta, accountant) <= target:
-            return sigma
-        sigma *= 1.01
-    raise FedECGError(f"cannot plan a noise multiplier for epsilon {target} at delta {delta}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from fedecg.config import ScenarioConfig, parse_trainable
+from privacy.accounting import poisson_rate  # noqa: F401 - the sites' sampling rate (one definition)
 from sssd.dp import average_draws, repeat_draws
 from sssd.peft import apply_trainable, count_trainable, reply_state
 
@@ -72,12 +72,6 @@ def _physical_batches(loader, optimizer, cfg: ScenarioConfig, private: bool):
     from opacus.utils.batch_memory_manager import BatchMemoryManager
 
     return BatchMemoryManager(data_loader=loader, max_physical_batch_size=phys, optimizer=optimizer)
-
-
-def poisson_rate(n: int, batch_size: int) -> float:
-    """The Poisson sampling rate Opacus uses for a loader of ``n`` records in batches of ``batch_size``:
-    1 / number of batches (= batch / n when batch divides n)."""
-    return 1.0 / math.ceil(n / min(batch_size, n))
 
 
 def derive_seed(*parts: object) -> int:

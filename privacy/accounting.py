@@ -157,6 +157,7 @@ class SiteBudget:
     def to_dict(self) -> dict:
         return {
             "site": self.site,
+            "unit": self.level,  # the privacy unit: patient | record (client: a whole site, client-level DP)
             "level": self.level,
             "epsilon": _finite(self.epsilon),
             "delta": self.delta,
@@ -320,6 +321,7 @@ class RunBudget:
 
     def to_dict(self) -> dict:
         return {
+            "unit": self.release_level,  # the unit every per-site epsilon below holds for (the weakest one)
             "sites": {k: v.to_dict() for k, v in self.sites.items()},
             "release": {
                 "level": self.release_level,
@@ -384,3 +386,42 @@ def plan_noise_multiplier(
         )
     except ValueError as exc:
         raise FedECGError(f"cannot reach ε={target_epsilon} at δ={delta}: {exc}") from exc
+
+
+def poisson_rate(n: int, batch_size: int) -> float:
+    """The Poisson sampling rate of a site with ``n`` privacy units (patients or records) and expected batch
+    ``batch_size``: Opacus' 1 / number of batches (= batch / n when batch divides n), which is what its
+    DPDataLoader samples with."""
+    if n < 1 or batch_size < 1:
+        raise FedECGError(f"cannot plan: need n >= 1 units and batch >= 1 (got n={n}, batch={batch_size})")
+    return 1.0 / math.ceil(n / min(batch_size, n))
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """What a site with these settings runs: its sampling rate, σ and steps (the ledger records these)."""
+
+    sample_rate: float
+    noise_multiplier: float
+    steps: int
+
+
+def plan_site(target_epsilon: float, delta: float, n_units: int, batch_size: int, steps: int,
+              accountant: str = "rdp", min_noise_multiplier: float = 0.0) -> SitePlan:
+    """The one planning function (``fedecg privacy plan`` and every site's policy call it): q =
+    :func:`poisson_rate`, then the σ for ``steps`` steps at q to spend at most ``target_epsilon`` at ``delta`` as
+    :func:`compute_epsilon` measures it (Opacus' plan, raised in 1 % steps until it holds), at least the site's
+    ``min_noise_multiplier``."""
+    q = poisson_rate(n_units, batch_size)
+    return SitePlan(q, max(plan_sigma(target_epsilon, delta, q, steps, accountant), min_noise_multiplier), steps)
+
+
+def plan_sigma(target: float, delta: float, q: float, steps: int, accountant: str) -> float:
+    """σ for ``steps`` steps at rate ``q`` to spend at most ``target`` at ``delta`` (see :func:`plan_site`)."""
+    sigma = plan_noise_multiplier(target, delta, q, steps, accountant)
+    for _ in range(200):
+        if compute_epsilon([(sigma, q, steps)], delta, accountant) <= target:
+            return sigma
+        sigma *= 1.01
+    raise FedECGError(f"cannot plan a noise multiplier for epsilon {target} at delta {delta}")
+

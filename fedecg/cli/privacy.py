@@ -171,13 +171,21 @@ def plan(
     ),
     batch: int = typer.Option(None, "--batch", help="Expected batch size (with --records)."),
     accountant: str = typer.Option("rdp", "--accountant", help="rdp or prv."),
+    min_noise_multiplier: float = typer.Option(
+        None, "--min-noise-multiplier",
+        help="The sites' floor on σ (their policy's min-noise-multiplier; default: the default policy's)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Noise multiplier σ each site needs so that rounds × local steps stay within the target ε at δ."""
+    """Noise multiplier σ and sampling rate q each site will use so that rounds × local steps stay within the
+    target ε at δ: the same planning function the sites run (privacy.accounting.plan_site)."""
     import math
 
-    from client.training import poisson_rate
-    from privacy.accounting import plan_noise_multiplier
+    from client.policy import SitePolicy
+    from privacy.accounting import plan_sigma, plan_site
+
+    floor = SitePolicy().min_noise_multiplier if min_noise_multiplier is None else min_noise_multiplier
+    if not (math.isfinite(floor) and floor >= 0):
+        raise FedECGError(f"--min-noise-multiplier must be a finite number >= 0, got {floor}")
 
     if (sample_rate is None) == (not records):
         raise FedECGError("give either --sample-rate or --records (with --batch)")
@@ -194,19 +202,22 @@ def plan(
     if records and (batch < 1 or min(records) < 1):
         raise FedECGError("--records and --batch must be >= 1")
     steps = rounds * local_steps
-    sites = (  # the rate the sites use: Opacus' 1 / number of batches (client.training.poisson_rate)
-        {"all": sample_rate}
-        if sample_rate is not None
-        else {str(i): poisson_rate(n, batch) for i, n in enumerate(records)}
-    )
+    if sample_rate is not None:
+        plans = {"all": (sample_rate, max(plan_sigma(target_epsilon, delta, sample_rate, steps, accountant), floor))}
+    else:  # what each site computes: q = Opacus' 1 / number of batches, then sigma (privacy.accounting.plan_site)
+        plans = {}
+        for i, n in enumerate(records):
+            site_plan = plan_site(target_epsilon, delta, n, batch, steps, accountant, floor)
+            plans[str(i)] = (site_plan.sample_rate, site_plan.noise_multiplier)
     out = {}
-    for name, q in sites.items():
+    for name, (q, sigma) in plans.items():
         out[name] = {
             "sample_rate": q,
             "steps": steps,
             "target_epsilon": target_epsilon,
             "delta": delta,
-            "noise_multiplier": plan_noise_multiplier(target_epsilon, delta, q, steps, accountant),
+            "noise_multiplier": sigma,
+            "min_noise_multiplier": floor,
             "accountant": accountant,
         }
     if as_json:
