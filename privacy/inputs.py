@@ -109,6 +109,33 @@ def check_holdout_unseen(train, hold, source: str, shown: int = 20) -> None:
                           "remove these records or use another holdout")
 
 
+def holdout_patients(run: RunInputs, hold, holdout: str | Path | None, shown: int = 10) -> dict:
+    """Refuse a holdout that shares a *patient* with the run's training records (a patient's other ECG is not
+    unseen data: the generator may have learnt that patient), by ``patient_id`` in the two folders'
+    ptbxl_database.csv. Returns the audit's statement ``{"patient_disjoint": True, "holdout_patients",
+    "training_patients"}``; without a patient_id column on either side, ``patient_disjoint`` is None (unknown)."""
+    from ptbxl.layout import read_database
+
+    run_meta = read_database(run.dataset)
+    hold_meta = run_meta if holdout is None or Path(holdout).resolve() == run.dataset.resolve() \
+        else read_database(holdout)
+    if "patient_id" not in run_meta.columns or "patient_id" not in hold_meta.columns:
+        return {"patient_disjoint": None, "note": "no patient_id column: patient overlap not checked"}
+    ids = [int(i) for i in np.asarray(hold.ecg_ids)]
+    train_p = set(run_meta.loc[[i for i in run.train_ids if i in run_meta.index], "patient_id"].dropna().tolist())
+    hold_p = hold_meta.loc[[i for i in ids if i in hold_meta.index], "patient_id"]
+    shared = sorted({(int(e), p) for e, p in hold_p.items() if p in train_p})
+    if shared:
+        pairs = ", ".join(f"ecg_id {e} (patient {p:g})" for e, p in shared[:shown])
+        more = f" and {len(shared) - shown} more" if len(shared) > shown else ""
+        raise FedECGError(f"holdout {holdout or run.dataset}: {len(shared)} of its records belong to patients with "
+                          f"training records in the run: {pairs}{more}. The privacy unit is the patient: a holdout "
+                          "must be patient-disjoint from the training records (use the manifest's test fold, or "
+                          "drop these patients)")
+    return {"patient_disjoint": True, "holdout_patients": int(hold_p.dropna().nunique()),
+            "training_patients": len(train_p)}
+
+
 def load_synthetic(path: str | Path) -> np.ndarray:
     """Synthetic ECGs from a ``.npz`` (key ``signals``/``x`` or its only array; (N, 12, L) or (N, 8, L) mV)
     or a PTB-XL-layout folder (records100/ via ``ptbxl.dataset``). Returns (N, 8, 1000) float32."""

@@ -172,6 +172,7 @@ def run_audit(
     checkpoint with the training records' label/demographic mix."""
     from privacy.inputs import (
         check_holdout_unseen,
+        holdout_patients,
         load_base_corpus,
         load_holdout,
         load_model,
@@ -188,6 +189,7 @@ def run_audit(
     train = load_records(run.dataset, list(run.train_ids), cfg.cache_dir)
     hold = load_holdout(holdout, run, cfg.cache_dir)
     check_holdout_unseen(train, hold, str(holdout or f"{run.dataset} (test fold)"))  # by content, not ecg_id
+    patients = holdout_patients(run, hold, holdout)  # and by patient: the privacy unit
     base = load_base_corpus(run.run_dir, cfg.base_max_records, cfg.cache_dir, cfg.seed)  # None: no base.json
     model = None
     if run.checkpoint is not None:
@@ -210,6 +212,7 @@ def run_audit(
         "checkpoint": None if run.checkpoint is None else str(run.checkpoint),
         "synthetic_source": source,
         "holdout_source": str(holdout or f"{run.dataset} (test fold)"),
+        "holdout_patients": patients,
         **mem.summary,
     }
     dcr_base = None

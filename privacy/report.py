@@ -131,6 +131,14 @@ def verdict(audit: dict, th: VerdictThresholds | None = None) -> dict:
                 "memorization checks says little; re-audit the final model.",
             )
         )
+    patients = audit.get("holdout_patients")
+    if isinstance(patients, dict):  # refused before any verdict when not disjoint; stated here when checked
+        if patients.get("patient_disjoint"):
+            checks.append(_check("PASS", "holdout patients",
+                                 f"The holdout ({patients.get('holdout_patients')} patients) shares no patient with "
+                                 f"the training records ({patients.get('training_patients')} patients)."))
+        else:
+            checks.append(_check("INFO", "holdout patients", str(patients.get("note", "patient overlap not checked"))))
     realism = audit.get("realism")
     if realism is not None:
         check = realism_check(realism)

@@ -140,3 +140,26 @@ def test_an_audit_of_noise_is_uninformative(run_dir, tmp_path):
     assert audit["verdict"]["overall"] in ("UNINFORMATIVE", "WARN", "FAIL") and audit["verdict"]["overall"] != "PASS"
     assert any(c["check"] == "realism" for c in audit["verdict"]["checks"])
     assert json.loads((tmp_path / "a" / "audit.json").read_text())["realism"]["n_real"] == 40
+
+
+def test_holdout_must_be_patient_disjoint(run_dir, demo_ptbxl, tmp_path):
+    """The privacy unit is the patient: a holdout record of a patient who has training records is refused by
+    patient_id (another of their ECGs is not unseen data); the manifest's test fold is patient-disjoint."""
+    from privacy.inputs import holdout_patients, load_holdout, read_run
+
+    rd, manifest = run_dir
+    run = read_run(rd)
+    stated = holdout_patients(run, load_holdout(None, run), None)
+    assert stated["patient_disjoint"] is True and stated["holdout_patients"] > 0
+
+    dest = tmp_path / "holdout"
+    shutil.copytree(demo_ptbxl, dest)
+    csv = dest / "ptbxl_database.csv"
+    df = pd.read_csv(csv)
+    test_id, train_id = manifest.ecg_ids("test")[0], manifest.ecg_ids("train")[0]
+    patient = int(df.loc[df["ecg_id"] == train_id, "patient_id"].iloc[0])
+    df.loc[df["ecg_id"] == test_id, "patient_id"] = patient  # a test record now belongs to a training patient
+    df.to_csv(csv, index=False)
+    hold = load_holdout(dest, run)
+    with pytest.raises(FedECGError, match=rf"ecg_id {test_id} \(patient {patient}\).*patient-disjoint"):
+        holdout_patients(run, hold, dest)
