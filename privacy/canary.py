@@ -318,6 +318,9 @@ def run_canary_audit(
     out = {
         **bound.to_dict(),
         "accounted_epsilon": "inf" if math.isinf(accounted) else accounted,
+        # each canary is a new patient with one record, so the bound tests the unit the sites accounted in
+        "unit": (("patient" if {e.unit for e in ledger.sites.values()} == {"patient"} else "record")
+                 if private else None),
         "consistent": bool(bound.epsilon_lower_bound <= accounted),
         "n_included": int(included.sum()),
         "canary_ecg_ids": ids,

@@ -152,6 +152,7 @@ def test_canary_audit_through_the_federation(demo_ptbxl, tmp_path):
                             [*base, "dp.enabled=false", "site_policy.dp_required=false"], seed=0)
     assert priv["consistent"] and priv["epsilon_lower_bound"] <= float(priv["accounted_epsilon"]) < 2.0
     assert priv["delta"] == pytest.approx(1e-5)
+    assert priv["unit"] == "patient"  # the demo's default unit: each canary is one new patient
     assert nonp["accounted_epsilon"] == "inf" and nonp["consistent"]
     assert priv["n_included"] == nonp["n_included"] == sum(priv["included"])
     # the canaries really were training records of the run
