@@ -1,4 +1,4 @@
-"""Generate ECGs: ancestral DDPM and DDIM, batched, seeded, with classifier-free guidance.
+"""Generate ECGs: ancestral DDPM, DDIM and DPM-Solver++(2M), batched, seeded, with classifier-free guidance.
 
 Conditioning: ``labels`` (B, 71) multi-hot or None (= unknown), ``demo``/``demo_mask`` (B, 4) with mask 1 =
 known, 0 = unknown (so "only age and sex" is a mask [1, 1, 0, 0]); None = all unknown. With guidance
@@ -12,6 +12,25 @@ Samplers (x in model units, i.e. mV / data_scale; z ~ N(0, I)):
   sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev),
   x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z, with abar_prev = 1 after
   the last step.
+* DPM-Solver++(2M) (``sampler="dpmpp2m"``; Lu et al. 2022, "DPM-Solver++", multistep second order in data
+  prediction: the update of diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
+  solver_order=2, solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero")`` given the same
+  timesteps; the tests compare with it). Steps: ``steps`` = S model calls, 2 <= S <= T, at integer steps
+  s_0 = T-1 > s_1 > ... > s_{S-1} = 0 spaced uniformly in lambda (``dpm_timesteps``: the logSNR spacing of
+  DPM-Solver, rounded to the integer grid, collisions near t = 0 pushed apart), then the clean end s_S
+  (alpha = 1, sigma = 0). With alpha_i = sqrt(abar_{s_i}), sigma_i = sqrt(1 - abar_{s_i}),
+  lambda_i = log(alpha_i / sigma_i), h_i = lambda_{i+1} - lambda_i and the data prediction
+  D_i = (x_i - sigma_i eps(x_i, s_i)) / alpha_i:
+      x_{i+1} = (sigma_{i+1} / sigma_i) x_i + alpha_{i+1} (1 - e^{-h_i}) D'_i,
+      D'_i = D_i + (D_i - D_{i-1}) / (2 r_i),  r_i = h_{i-1} / h_i          for 0 < i < S-1 (second order),
+      D'_i = D_i at the first step (no history) and at the last (h = inf: x = D_{S-1}, DDIM's last step).
+  First order everywhere this is DDIM with eta = 0 on the same steps. It integrates the same probability-flow
+  ODE as deterministic DDIM with local error O(h^3) instead of O(h^2). Why logSNR spacing: on DDIM's evenly
+  spaced steps the last interval (t ~ T/S to 0) is a huge lambda jump, the multistep extrapolation with small
+  r_i overshoots: there 2M was no better than DDIM up to 20 steps and 15x worse than on logSNR steps
+  (exact Gaussian data, tests/test_sssd_fast_sampler.py), and 1.6-2x further from the converged ODE solution
+  on the built-in base (bench/bench_sampler_steps.py --ode-check). Deterministic: only x_T is drawn.
+  Coefficients in float64.
 Randomness: x_T ~ N(0, I) is drawn first, then one z per step except the last, in order of decreasing t,
 all from ``generator`` (on its own device, then moved), so the same seed gives the same ECGs, and DDIM with
 steps = T and eta = 1 consumes exactly the noise DDPM does and then equals it (algebraically identical
@@ -38,6 +57,12 @@ from sssd.s4 import cached_kernels
 
 log = logging.getLogger(__name__)
 
+SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
+# the fast sampler and its default number of denoiser calls (chosen by fidelity on the built-in base against
+# DDPM-200: docs/model.md, "Fast sampler"; bench/bench_sampler_steps.py)
+FAST_SAMPLER = "dpmpp2m"
+FAST_STEPS = 20
+
 
 def derive_12_leads(x8: torch.Tensor) -> torch.Tensor:
     """(..., 8, L) leads I, II, V1..V6 -> (..., 12, L) I, II, III, aVR, aVL, aVF, V1..V6.
@@ -63,6 +88,12 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
         raise ValueError("steps must be >= 1")
     taus = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().tolist()
     return sorted(set(taus))
+
+
+def check_dpmpp2m_steps(steps, T: int) -> None:
+    """ValueError unless ``steps`` is an integer with 2 <= steps <= T (DPM-Solver++(2M) model calls)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= T:
+        raise ValueError(f"sampler dpmpp2m needs an integer number of steps in 2..{T} (T), got {steps!r}")
 
 
 def _batch_inputs(labels, demo, demo_mask, batch_size, cfg, device):
@@ -125,8 +156,10 @@ def sample(
     net = unwrap(model)
     cfg = net.cfg
     device = next(net.parameters()).device
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "dpmpp2m":
+        check_dpmpp2m_steps(steps, schedule.T)
     precision = resolve_precision(precision, device)
     b, labels, demo, demo_mask = _batch_inputs(labels, demo, demo_mask, batch_size, cfg, device)
     sched = schedule.to(device)
@@ -159,6 +192,8 @@ def sample(
             x = _randn((b, cfg.out_channels, cfg.seq_len), generator, device)
             if sampler == "ddpm":
                 x = _ddpm_loop(x, sched, eps_fn, generator, device)
+            elif sampler == "dpmpp2m":
+                x = dpmpp2m_loop(x, sched, eps_fn, steps)
             else:
                 x = _ddim_loop(x, sched, eps_fn, steps, eta, generator, device)
     finally:
@@ -191,4 +226,64 @@ def _ddim_loop(x, sched: Schedule, eps_fn, steps: int, eta: float, generator, de
         x = a_prev.sqrt().float() * x0_hat + coef_eps.float() * eps
         if i > 0 and eta > 0:
             x = x + sigma.float() * _randn(x.shape, generator, device)
+    return x
+
+
+
+def dpm_timesteps(sched: Schedule, steps: int) -> list[int]:
+    """``steps`` distinct integer steps in 0..T-1, increasing, from 0 to T-1, as near as the integer grid
+    allows to uniform spacing in lambda_t = log(sqrt(abar_t) / sqrt(1 - abar_t)) (the logSNR spacing of
+    DPM-Solver): each target lambda gets its nearest step, then collisions near t = 0 are pushed upwards."""
+    check_dpmpp2m_steps(steps, sched.T)
+    abar = sched.alpha_bars.double().cpu()
+    lam = 0.5 * (torch.log(abar) - torch.log1p(-abar))  # decreasing in t
+    targets = torch.linspace(float(lam[0]), float(lam[-1]), steps, dtype=torch.float64)
+    nearest = [int(torch.argmin((lam - v).abs())) for v in targets]
+    out: list[int] = []
+    for j, t in enumerate(nearest):
+        t = t if j == 0 else max(t, out[-1] + 1)
+        out.append(min(t, sched.T - steps + j))  # leave room for the steps above
+    return out
+
+
+def dpmpp2m_coefficients(
+    sched: Schedule, steps: int, timesteps: list[int] | None = None
+) -> list[tuple[int, float, float, float | None]]:
+    """Per step i of DPM-Solver++(2M) (float64 maths, see the module docstring): (s_i, sigma_{i+1} / sigma_i,
+    alpha_{i+1} (1 - e^{-h_i}), r_i or None for a first-order step). ``timesteps`` (increasing, default
+    ``dpm_timesteps(sched, steps)``) replaces the grid (e.g. ``ddim_timesteps`` for comparisons)."""
+    taus = (dpm_timesteps(sched, steps) if timesteps is None else list(timesteps))[::-1]  # s_0 = T-1 > ...
+    if len(taus) < 2 or any(a <= b for a, b in zip(taus, taus[1:])) or taus[-1] < 0 or taus[0] >= sched.T:
+        raise ValueError(f"dpmpp2m timesteps must be >= 2 distinct steps in 0..{sched.T - 1}, got {timesteps}")
+    abar = sched.alpha_bars.double().cpu()
+    alpha, sigma = abar[taus].sqrt(), (1 - abar[taus]).sqrt()
+    lam = torch.log(alpha) - torch.log(sigma)
+    out: list[tuple[int, float, float, float | None]] = []
+    h_prev = None
+    for i, t in enumerate(taus):
+        if i == len(taus) - 1:  # to the clean end: sigma = 0, alpha = 1, h = inf
+            out.append((t, 0.0, 1.0, None))
+            break
+        h = lam[i + 1] - lam[i]
+        ratio = float(sigma[i + 1] / sigma[i])
+        coef_d = float(-alpha[i + 1] * torch.expm1(-h))
+        out.append((t, ratio, coef_d, None if h_prev is None else float(h_prev / h)))
+        h_prev = h
+    return out
+
+
+def dpmpp2m_loop(
+    x: torch.Tensor, sched: Schedule, eps_fn, steps: int, timesteps: list[int] | None = None
+) -> torch.Tensor:
+    """DPM-Solver++(2M) from x at s_0 = T-1 to the clean end; ``eps_fn(x, t)`` is the (guided) noise
+    prediction at integer step t. ``steps`` model calls (``len(timesteps)`` when given), no randomness."""
+    abar = sched.alpha_bars.double()
+    d_prev = None
+    for t, ratio, coef_d, r in dpmpp2m_coefficients(sched, steps, timesteps):
+        a_t = abar[t]
+        eps = eps_fn(x, t)
+        d = (x - torch.sqrt(1 - a_t).float() * eps) / torch.sqrt(a_t).float()
+        d_used = d if r is None or d_prev is None else d + (d - d_prev) * (1.0 / (2.0 * r))
+        x = ratio * x + coef_d * d_used
+        d_prev = d
     return x
