@@ -15,6 +15,8 @@ holds a completed run with fidelity.json is read back, not re-run.
     python bench/bench_dp_utility.py [--dataset DIR] [--epsilons 1,4,10,inf] [--multiplicity 1,4]
         [--trainable all,lora:8] [--rounds 3] [--out runs/bench-dp-utility] [--set key=value ...] [--json]
 
+The grid can be run in parts into one --out (e.g. K = 4 only at epsilon 4): rows of earlier invocations are kept.
+
 Outputs: OUT/dp_utility.json (settings, machine, one row per arm), OUT/dp_utility.png (each realism metric vs
 epsilon, one line per (K, T)), a printed table; the last line with --json is the JSON document.
 """
@@ -218,10 +220,13 @@ def main(argv: list[str] | None = None) -> None:
                 [v.strip() for v in args.trainable.split(",") if v.strip()], args.inf_multiplicity)
     doc_path = args.out / "dp_utility.json"
     t_all = time.perf_counter()
-    rows = []
+    # rows of earlier invocations into the same --out (other arms) are kept: the grid can be run in parts
+    rows = [r for r in _read_json(doc_path).get("rows", []) if isinstance(r, dict) and "arm" in r]
+    for r in rows:
+        r["epsilon_target"] = float(r["epsilon_target"])
     for eps, k, t in plan:
         row = run_arm(args.out, eps, k, t, args)
-        rows.append(row)
+        rows = [r for r in rows if r["arm"] != row["arm"]] + [row]
         relative_to_nonprivate(rows)
         doc = {"benchmark": "dp_utility", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
