@@ -8,10 +8,16 @@ Measured (batch B, 8 leads x 1000 samples, untrained weights, torch intra-op thr
   ``warmup`` steps; ``train_step_cpu_s`` the matching process CPU time divided by the threads (on a
   shared, loaded CPU the wall time is inflated by other processes, the CPU time much less so);
 * ``peak_mem_mb``: peak RSS of the process (model, optimiser, activations, allocator slack);
-* with ``sample``: ``ddim50_s_per_ecg`` / ``ddpm200_s_per_ecg``, wall time of one full sampling run at
-  batch B divided by B (with ``sample_steps`` = S > 0 one DDIM run of S steps is timed and both are
-  extrapolated linearly from its time per denoiser call; ``sample_extrapolated`` says so); the
-  ``*_cpu_s_per_ecg`` twins are process CPU time / threads.
+* with ``sample``: ``ddim50_s_per_ecg`` / ``ddpm200_s_per_ecg`` / ``fast_s_per_ecg``, wall time of one full
+  sampling run at batch B divided by B (``fast`` = ``sssd.sampling.FAST_SAMPLER`` at its default
+  ``FAST_STEPS``, both reported as ``fast_sampler`` / ``fast_steps``; with ``sample_steps`` = S > 0 one DDIM
+  run of S steps is timed and all three are extrapolated linearly from its time per denoiser call, every
+  sampler step being one call; ``sample_extrapolated`` says so); the ``*_cpu_s_per_ecg`` twins are process
+  CPU time / threads.
+* ``device``: ``cpu`` (default) or ``cuda[:i]`` (a clear FedECGError when CUDA is absent); on CUDA the clock is
+  read after ``torch.cuda.synchronize()`` and ``cuda_peak_mem_mb`` is the allocator's peak.
+* ``profile_train_step(...)`` (``--profile``): a ``torch.profiler`` table of one training step after warm-up,
+  top ops by self CPU time.
 
 Usage: ``python -m bench.bench_model --all`` (tiny, small, 4x256, paper), or ``fedecg bench model ...``.
 Subprocesses get ``OMP_WAIT_POLICY=PASSIVE`` unless the caller set it (on a loaded machine spinning OpenMP
@@ -78,42 +84,30 @@ def measure(
     sample_steps: int = 0,
     overrides: dict | None = None,
     skip_train: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure one configuration in this process (see the module docstring for the fields)."""
     import torch
 
-    from sssd.diffusion import Schedule
-    from sssd.losses import diffusion_loss
-    from sssd.model import SSSDDenoiser
-    from sssd.sampling import ddim_timesteps, resolve_precision
+    from sssd.sampling import FAST_SAMPLER, FAST_STEPS, ddim_timesteps, resolve_precision
     from sssd.sampling import sample as run_sampler
 
     torch.set_num_threads(threads)
-    cfg = _model_config(preset, blocks, channels, overrides)
-    model = SSSDDenoiser(cfg)
-    sched = Schedule.from_config(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-    g = torch.Generator().manual_seed(0)
-    x = 0.3 * torch.randn(batch, cfg.in_channels, cfg.seq_len, generator=g)
-    labels = (torch.rand(batch, cfg.num_labels, generator=g) < 0.05).float()
-    demo, mask = (
-        torch.randn(batch, cfg.num_demographics, generator=g),
-        torch.ones(batch, cfg.num_demographics),
-    )
+    dev = _device(device)
+    cfg, model, sched, opt, g, (x, labels, demo, mask) = _setup(preset, blocks, channels, overrides, batch, dev)
     amp = precision == "bf16"
     walls, cpus = [], []
     for i in range(0 if skip_train else warmup + repeats):
+        _sync(dev)
         w0, c0 = time.perf_counter(), time.process_time()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss, _ = diffusion_loss(model, sched, x, labels, demo, mask, cfg, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _train_step(model, sched, opt, g, cfg, (x, labels, demo, mask), amp, dev)
+        _sync(dev)
         if i >= warmup:
             walls.append(time.perf_counter() - w0)
             cpus.append((time.process_time() - c0) / threads)
     result: dict[str, Any] = {
         "preset": resolve_preset(preset, blocks, channels),
+        "device": str(dev),
         "num_blocks": cfg.num_blocks,
         "res_channels": cfg.res_channels,
         "s4_state": cfg.s4_state,
@@ -129,10 +123,12 @@ def measure(
     if sample:
         del opt
         model.eval()
-        sp = resolve_precision(sample_precision or "auto", torch.device("cpu"))
-        result["sample_precision"] = sp
+        sp = resolve_precision(sample_precision or "auto", dev)
+        fast_steps = min(FAST_STEPS, cfg.T)
+        result.update({"sample_precision": sp, "fast_sampler": FAST_SAMPLER, "fast_steps": fast_steps})
 
         def timed_run(sampler: str, steps: int) -> tuple[float, float]:
+            _sync(dev)
             w0, c0 = time.perf_counter(), time.process_time()
             run_sampler(
                 model,
@@ -145,22 +141,110 @@ def measure(
                 generator=torch.Generator().manual_seed(1),
                 precision=sp,
             )
+            _sync(dev)
             return time.perf_counter() - w0, (time.process_time() - c0) / threads
 
         if sample_steps > 0:  # time a short DDIM run; every sampler step is one denoiser call
             n_calls = len(ddim_timesteps(cfg.T, sample_steps))
             wall, cpu = (v / n_calls for v in timed_run("ddim", sample_steps))
-            for name, calls in (("ddim50", len(ddim_timesteps(cfg.T, 50))), ("ddpm200", cfg.T)):
+            for name, calls in (("ddim50", len(ddim_timesteps(cfg.T, 50))), ("ddpm200", cfg.T),
+                                ("fast", fast_steps)):
                 result[f"{name}_s_per_ecg"] = round(wall * calls / batch, 4)
                 result[f"{name}_cpu_s_per_ecg"] = round(cpu * calls / batch, 4)
         else:
-            for name, sampler, steps in (("ddim50", "ddim", 50), ("ddpm200", "ddpm", cfg.T)):
+            for name, sampler, steps in (("ddim50", "ddim", 50), ("ddpm200", "ddpm", cfg.T),
+                                         ("fast", FAST_SAMPLER, fast_steps)):
                 wall, cpu = timed_run(sampler, steps)
                 result[f"{name}_s_per_ecg"] = round(wall / batch, 4)
                 result[f"{name}_cpu_s_per_ecg"] = round(cpu / batch, 4)
         result["sample_extrapolated"] = sample_steps > 0
     result["peak_mem_mb"] = round(_peak_mb(), 1)
+    if dev.type == "cuda":
+        result["cuda_peak_mem_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
     return result
+
+
+def _device(device: str):
+    """torch.device for ``device`` (cpu, cuda, cuda:i); FedECGError in one line when CUDA is absent."""
+    from fedecg.device import choose_device
+    from fedecg.errors import FedECGError
+
+    if device not in ("cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise FedECGError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    return choose_device(device)
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _setup(preset, blocks, channels, overrides, batch: int, dev):
+    """Model, schedule, Adam, generator and a fixed batch (x, labels, demo, mask) on ``dev``."""
+    import torch
+
+    from sssd.diffusion import Schedule
+    from sssd.model import SSSDDenoiser
+
+    cfg = _model_config(preset, blocks, channels, overrides)
+    model = SSSDDenoiser(cfg).to(dev)
+    sched = Schedule.from_config(cfg, dev)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    g = torch.Generator().manual_seed(0)  # CPU generator: draws are moved to ``dev`` (as in training)
+    x = 0.3 * torch.randn(batch, cfg.in_channels, cfg.seq_len, generator=g)
+    labels = (torch.rand(batch, cfg.num_labels, generator=g) < 0.05).float()
+    demo, mask = (
+        torch.randn(batch, cfg.num_demographics, generator=g),
+        torch.ones(batch, cfg.num_demographics),
+    )
+    return cfg, model, sched, opt, g, tuple(v.to(dev) for v in (x, labels, demo, mask))
+
+
+def _train_step(model, sched, opt, g, cfg, data, amp: bool, dev) -> None:
+    """fwd + bwd + Adam; ``amp``: bf16 autocast (CPU and CUDA)."""
+    import torch
+
+    from sssd.losses import diffusion_loss
+
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        loss, _ = diffusion_loss(model, sched, *data, cfg, g)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def profile_train_step(
+    preset: str | None = None,
+    blocks: int | None = None,
+    channels: int | None = None,
+    batch: int = 8,
+    threads: int = 2,
+    warmup: int = 1,
+    precision: str = "fp32",
+    overrides: dict | None = None,
+    device: str = "cpu",
+    row_limit: int = 25,
+) -> str:
+    """The torch.profiler table (top ``row_limit`` ops by self CPU time) of one training step after
+    ``warmup`` untimed steps."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    dev = _device(device)
+    cfg, model, sched, opt, g, data = _setup(preset, blocks, channels, overrides, batch, dev)
+    amp = precision == "bf16"
+    for _ in range(warmup):
+        _train_step(model, sched, opt, g, cfg, data, amp, dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        _train_step(model, sched, opt, g, cfg, data, amp, dev)
+        _sync(dev)
+    head = (f"# one training step: {cfg.num_blocks} blocks x {cfg.res_channels} channels, batch {batch}, "
+            f"{threads} threads, {precision}, {dev}")
+    return head + "\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
 
 
 def run_isolated(**kwargs: Any) -> dict[str, Any]:
@@ -202,14 +286,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-steps", type=int, default=0)
     p.add_argument("--skip-train", action="store_true", help="only time sampling")
     p.add_argument("--overrides", type=json.loads, help="JSON dict of ModelConfig overrides")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one training step")
     p.add_argument("--json", action="store_true", help="print one JSON object (default when --all is not given)")
     p.add_argument("--all", action="store_true", help="tiny, small, 4x256 and paper, each in its own process")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    from fedecg.errors import FedECGError
+
+    try:
+        _main(argv)
+    except FedECGError as exc:
+        raise SystemExit(f"bench_model: {exc}") from None
+
+
+def _main(argv: list[str] | None) -> None:
     args = vars(_parser().parse_args(argv))
-    run_all, _ = args.pop("all"), args.pop("json")
+    run_all, _, prof = args.pop("all"), args.pop("json"), args.pop("profile")
+    if prof:
+        keep = ("preset", "blocks", "channels", "batch", "threads", "warmup", "precision", "overrides", "device")
+        print(profile_train_step(**{k: args[k] for k in keep}), flush=True)
+        return
     if run_all:
         for spec in STANDARD_CONFIGS:
             kw = {**args, **spec}

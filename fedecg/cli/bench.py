@@ -21,7 +21,9 @@ def model(
     blocks: int = typer.Option(None, "--blocks", help="Override the number of residual blocks."),
     channels: int = typer.Option(None, "--channels", help="Override residual (and skip) channels."),
     batch: int = typer.Option(8, "--batch", help="Batch size (ECGs per step / per sampling run)."),
-    sample: bool = typer.Option(False, "--sample", help="Also time DDIM-50 and DDPM-200 sampling."),
+    sample: bool = typer.Option(
+        False, "--sample", help="Also time DDIM-50, DDPM-200 and the fast sampler (DPM-Solver++(2M)) sampling."
+    ),
     threads: int = typer.Option(2, "--threads", help="torch intra-op threads."),
     precision: str = typer.Option("fp32", "--precision", help="Training step precision: fp32 or bf16 autocast."),
     sample_precision: str = typer.Option(
@@ -33,6 +35,7 @@ def model(
     repeats: int = typer.Option(3, "--repeats", help="Timed training steps (median reported)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up steps."),
     skip_train: bool = typer.Option(False, "--skip-train", help="Only time sampling (train_step_s = null)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (CUDA: synchronised timings)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Time one training step (fwd+bwd+Adam, 8 leads x 1000 samples), peak memory and sampling per ECG.
@@ -47,6 +50,9 @@ def model(
             raise FedECGError(f"{name} must be fp32 or bf16 (or auto for sampling), got {value!r}")
     if batch < 1 or threads < 1 or repeats < 1 or warmup < 0 or sample_steps < 0:
         raise FedECGError("--batch, --threads and --repeats must be >= 1, --warmup and --sample-steps >= 0")
+    from bench.bench_model import _device
+
+    _device(device)  # one-line FedECGError for a bad device or a CUDA device on a machine without CUDA
     try:
         result = run_isolated(
             preset=preset,
@@ -61,6 +67,7 @@ def model(
             repeats=repeats,
             warmup=warmup,
             skip_train=skip_train,
+            device=device,
         )
     except RuntimeError as exc:
         raise FedECGError(f"benchmark failed: {str(exc).splitlines()[0]}") from exc
