@@ -28,12 +28,21 @@ from pathlib import Path
 
 from deploy.processes import ProcessGroup, free_port, port_open
 from deploy.provision import CONNECTION_NAME, Consortium, flwr_config_toml
+from deploy.runstatus import describe_status_file, read_status_file
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 FINISHED_OK = "finished:completed"
+
+# Flower's poll intervals on the message path (measured in docs/deploy.md, "Round overhead"):
+# SuperExec asks its SuperNode for a new task every FLWR_SUPEREXEC_TASK_POLL_INTERVAL s (Flower's default 1 s);
+# the SuperNode pulls the SuperLink again FEDECG_SUPERNODE_IDLE_POLL_S s after an empty pull (Flower: 3 s,
+# shortened by deploy.supernode). FLOWER_DEFAULT_POLLS restores Flower's own values (the "before" numbers).
+TASK_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+TUNED_POLLS = {"superexec_task_poll_s": 0.2, "supernode_idle_poll_s": 1.0}
+FLOWER_DEFAULT_POLLS = {"superexec_task_poll_s": 1.0, "supernode_idle_poll_s": 3.0}
 
 
 NOT_REGISTERED = "No SuperNode found with the given public key"
@@ -98,7 +107,11 @@ class LocalDeployment:
     """SuperLink + SuperNodes of a provisioned consortium on 127.0.0.1 (use as a context manager)."""
 
     def __init__(self, consortium: Consortium, work_dir: Path, site_data: Mapping[str, Path],
-                 startup_timeout: float = 90.0) -> None:
+                 startup_timeout: float = 90.0, *, env: Mapping[str, str] | None = None,
+                 polls: Mapping[str, float] | None = None, timestamps: bool = True) -> None:
+        """``env``: extra environment for every process. ``polls``: Flower's poll intervals on the message path
+        (:data:`TUNED_POLLS` by default, :data:`FLOWER_DEFAULT_POLLS` for Flower's own). ``timestamps``: prefix
+        every log line with the time it was written (deploy.processes.stamp), for timing analyses."""
         unknown = sorted(set(site_data) - set(consortium.sites))
         if unknown:
             raise FedECGError(f"sites not in the consortium {sorted(consortium.sites)}: {', '.join(unknown)}")
@@ -112,6 +125,7 @@ class LocalDeployment:
         self.site_data = {s: Path(p).resolve() for s, p in site_data.items()}
         self.startup_timeout = startup_timeout
         self.bin_dir = Path(sys.executable).parent
+        extra_env = env
         env = dict(os.environ)
         env.update({
             "PATH": f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}",
@@ -119,8 +133,11 @@ class LocalDeployment:
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "PYTHONUNBUFFERED": "1",
         })
+        self.polls = {**TUNED_POLLS, **(polls or {})}
+        env[TASK_POLL_ENV] = repr(float(self.polls["superexec_task_poll_s"]))
+        env.update(extra_env or {})
         self.env = env
-        self.procs = ProcessGroup(self.work_dir / "logs", env=env)
+        self.procs = ProcessGroup(self.work_dir / "logs", env=env, timestamps=timestamps)
         self.superlink_port: int | None = None
         self.node_ids: dict[str, int] = {}
 
@@ -231,7 +248,7 @@ class LocalDeployment:
         bundle = self.consortium.sites[site]
         data_dir = self.site_data[site]
         argv = [
-            str(self.bin_dir / "flower-supernode"),
+            *self.supernode_command(),
             "--superlink", self.superlink_address,
             "--root-certificates", str(root_certificates or bundle.ca_cert),
             "--auth-supernode-private-key", str(private_key or bundle.private_key),
@@ -260,6 +277,18 @@ class LocalDeployment:
                     raise
                 log.info("%s: the SuperLink still lists this key as online; retrying in 5 s", name)
                 time.sleep(5)
+
+    def supernode_command(self) -> list[str]:
+        """``flower-supernode``, or ``python -m deploy.supernode`` (the same SuperNode with a shorter idle
+        back-off, set by ``$FEDECG_SUPERNODE_IDLE_POLL_S``) when the idle poll differs from Flower's 3 s."""
+        from deploy.supernode import FLOWER_IDLE_S, IDLE_ENV
+
+        idle = float(self.polls["supernode_idle_poll_s"])
+        if idle == FLOWER_IDLE_S:
+            return [str(self.bin_dir / "flower-supernode")]
+        self.env[IDLE_ENV] = repr(idle)
+        self.procs.env[IDLE_ENV] = repr(idle)
+        return [sys.executable, "-m", "deploy.supernode"]
 
     def log_offset(self, name: str) -> int:
         """Current length of a process's log (pass to :meth:`wait_for_log` to look only at newer lines)."""
@@ -364,9 +393,13 @@ def run_local(consortium: Consortium, work_dir: Path, site_data: Mapping[str, Pa
         dep.start()
         run_id = dep.submit_run(app_dir, run_config)
         result = dep.wait_for_run(run_id, timeout=timeout)
+    run_dir = (run_config or {}).get("run-dir")
+    dir_ok, dir_line = describe_status_file(Path(str(run_dir))) if run_dir else (True, "")
     atomic_write_json(work_dir / "result.json", {
         "run_id": result.run_id, "status": result.status, "elapsed_s": round(result.elapsed_s, 1),
-        "node_ids": dep.node_ids, "log": str(result.log_path)})
-    if not result.ok:
-        raise FedECGError(f"run {result.run_id} ended with status {result.status} (log: {result.log_path})")
+        "node_ids": dep.node_ids, "log": str(result.log_path),
+        **({"run_dir_status": read_status_file(Path(str(run_dir)))} if run_dir else {})})
+    if not result.ok or not dir_ok:
+        raise FedECGError(f"run {result.run_id} did not complete: SuperLink status {result.status}"
+                          + (f"; {dir_line}" if dir_line else "") + f" (log: {result.log_path})")
     return result

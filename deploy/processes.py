@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -97,14 +98,36 @@ def _signal_pid(pid: int, sig: int) -> None:
         pass
 
 
+def stamp() -> str:
+    """The time prefix of a timestamped log line: local time with milliseconds (``2026-01-31T12:00:00.123``)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+
+
+def _copy_with_timestamps(src, dst) -> None:  # noqa: ANN001 - binary file objects
+    """Copy lines from the pipe ``src`` to the log ``dst``, each prefixed with the time it arrived; ends at EOF,
+    i.e. once the process and every descendant holding the pipe have exited."""
+    try:
+        for line in iter(src.readline, b""):
+            dst.write(stamp().encode() + b" " + line)
+            dst.flush()
+    except (OSError, ValueError):
+        pass
+    finally:
+        src.close()
+        dst.close()
+
+
 @dataclass
 class ManagedProcess:
-    """One started process: its name, argv, log file and ``Popen`` handle."""
+    """One started process: its name, argv, log file and ``Popen`` handle (and, with timestamped logs, the
+    thread that copies its output into the log)."""
 
     name: str
     argv: list[str]
     log_path: Path
     popen: subprocess.Popen
+    copier: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -126,9 +149,12 @@ class ManagedProcess:
 class ProcessGroup:
     """The processes one launcher started. Use as a context manager: leaving it stops them all."""
 
-    def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None, timestamps: bool = False) -> None:
         self.log_dir = Path(log_dir)
         self.env = dict(os.environ if env is None else env)
+        # timestamps: every output line (the process's and its children's, e.g. each flwr-clientapp) is prefixed
+        # with the time the launcher read it; the output goes through a pipe and a copier thread
+        self.timestamps = timestamps
         self._procs: dict[str, ManagedProcess] = {}
         # every descendant PID seen → its command line, so a recycled PID is never signalled
         self.known_pids: dict[int, str] = {}
@@ -147,23 +173,29 @@ class ProcessGroup:
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
               cwd: Path | None = None) -> ManagedProcess:
-        """Start ``argv`` with stdout+stderr appended to ``<log_dir>/<name>.log`` (a restart appends)."""
+        """Start ``argv`` with stdout+stderr appended to ``<log_dir>/<name>.log`` (a restart appends; with
+        ``timestamps`` each line starts with the time it was written, see :func:`stamp`)."""
         if name in self._procs and self._procs[name].alive():
             raise FedECGError(f"process {name!r} is already running (pid {self._procs[name].pid})")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         full_env = {**self.env, **(env or {})}
+        copier = None
         with open(log_path, "ab") as fh:
             fh.write(f"\n==== start {name}: {' '.join(argv)}\n".encode())
             fh.flush()
             try:
                 popen = subprocess.Popen(
-                    list(argv), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=full_env, cwd=cwd, start_new_session=True,
+                    list(argv), stdout=subprocess.PIPE if self.timestamps else fh, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, env=full_env, cwd=cwd, start_new_session=True,
                 )
             except FileNotFoundError:
                 raise FedECGError(f"cannot start {name}: {argv[0]} not found on PATH") from None
-        proc = ManagedProcess(name=name, argv=list(argv), log_path=log_path, popen=popen)
+            if self.timestamps:
+                copier = threading.Thread(target=_copy_with_timestamps, args=(popen.stdout, open(log_path, "ab")),
+                                          name=f"log-{name}", daemon=True)
+                copier.start()
+        proc = ManagedProcess(name=name, argv=list(argv), log_path=log_path, popen=popen, copier=copier)
         self._procs[name] = proc
         log.info("started %s (pid %d), log %s", name, popen.pid, log_path)
         return proc
@@ -214,6 +246,8 @@ class ProcessGroup:
             end = time.monotonic() + 5
             while pid_alive(pid) and time.monotonic() < end:
                 time.sleep(0.1)
+        if proc.copier is not None:
+            proc.copier.join(timeout=5)  # the last lines reach the log before stop() returns
         return proc.popen.returncode
 
     def kill(self, name: str) -> None:

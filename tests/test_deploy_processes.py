@@ -58,3 +58,19 @@ def test_free_port_is_bindable_and_closed():
     port = free_port()
     assert 1024 <= port <= 65535
     assert not port_open("127.0.0.1", port)
+
+
+def test_timestamped_logs_stamp_every_line_also_of_children(tmp_path):
+    import re
+
+    child = [sys.executable, "-c",
+             "import subprocess,sys; print('parent', flush=True);"
+             "subprocess.run([sys.executable,'-c','print(\"child\")'])"]
+    with ProcessGroup(tmp_path / "logs", timestamps=True) as group:
+        group.start("p", child)
+        group.wait_for("p", lambda p: not p.alive(), timeout=30)
+        group.stop("p")  # joins the copier: every line is in the log
+        text = group["p"].log_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("====")]
+    assert [line.split(" ", 1)[1] for line in lines] == ["parent", "child"]
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} ", line) for line in lines)
