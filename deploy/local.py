@@ -108,10 +108,22 @@ class LocalDeployment:
 
     def __init__(self, consortium: Consortium, work_dir: Path, site_data: Mapping[str, Path],
                  startup_timeout: float = 90.0, *, env: Mapping[str, str] | None = None,
-                 polls: Mapping[str, float] | None = None, timestamps: bool = True) -> None:
+                 polls: Mapping[str, float] | None = None, timestamps: bool = True, database: str = "file",
+                 workers: bool = False) -> None:
         """``env``: extra environment for every process. ``polls``: Flower's poll intervals on the message path
         (:data:`TUNED_POLLS` by default, :data:`FLOWER_DEFAULT_POLLS` for Flower's own). ``timestamps``: prefix
-        every log line with the time it was written (deploy.processes.stamp), for timing analyses."""
+        every log line with the time it was written (deploy.processes.stamp), for timing analyses.
+        ``database``: ``file`` (an SQLite file, as start-superlink.sh: registrations and runs survive a SuperLink
+        restart) or ``memory`` (Flower's in-memory state: nothing survives a restart, but no SQLite write lock;
+        on a saturated machine Flower 1.41's SQLite state was seen failing pushes with ``database is locked``
+        after its 5 s busy timeout). ``workers``: give every site a resident worker (deploy.worker, supervised,
+        socket under ``<work_dir>/workers/<site>/``, log ``logs/worker-<site>.log``) and name its socket in the
+        SuperNode's node config; the ClientApp then forwards train/evaluate to it (deploy.worker_client) if it
+        has that hook."""
+        if database not in ("file", "memory"):
+            raise FedECGError(f"database must be file or memory, not {database!r}")
+        self.database = database
+        self.workers = workers
         unknown = sorted(set(site_data) - set(consortium.sites))
         if unknown:
             raise FedECGError(f"sites not in the consortium {sorted(consortium.sites)}: {', '.join(unknown)}")
@@ -211,10 +223,13 @@ class LocalDeployment:
             "--ssl-keyfile", str(cons.server_key),
             "--enable-supernode-auth",
             "--host", "127.0.0.1", "--port", str(self.superlink_port),
-            "--database", str(state / "state.db"),
+            *(["--database", str(state / "state.db")] if self.database == "file" else []),
             "--disable-runtime-dependency-installation",
         ]
-        self.procs.start("superlink", argv, env={"FLWR_HOME": str(self._home("superlink"))}, cwd=state)
+        # the coordinator's SuperExec only launches the ServerApp once per run: Flower's 1 s poll is fine there
+        # (and every poll is a write to the SuperLink's state)
+        self.procs.start("superlink", argv, env={"FLWR_HOME": str(self._home("superlink")), TASK_POLL_ENV: "1.0"},
+                         cwd=state)
         self.procs.wait_for(
             "superlink", lambda p: "Uvicorn running on" in p.log_text() and port_open("127.0.0.1", self.superlink_port),
             timeout=self.startup_timeout,
@@ -246,13 +261,19 @@ class LocalDeployment:
         ``rejoin_timeout`` > 0 (a restart after a crash): while the SuperLink still lists the key as online,
         try again every 5 s for up to that many seconds."""
         bundle = self.consortium.sites[site]
-        data_dir = self.site_data[site]
+        node_config = self.node_config(site)
+        if self.workers:
+            from deploy.worker import WORKER_SOCKET_KEY
+
+            if f"worker-{site}" not in self.procs.names() or not self.procs[f"worker-{site}"].alive():
+                self.start_worker(site)
+            node_config += f" {WORKER_SOCKET_KEY}='{self.worker_socket(site)}'"
         argv = [
             *self.supernode_command(),
             "--superlink", self.superlink_address,
             "--root-certificates", str(root_certificates or bundle.ca_cert),
             "--auth-supernode-private-key", str(private_key or bundle.private_key),
-            "--node-config", f"data-dir='{data_dir}' site-name='{site}'",
+            "--node-config", node_config,
             "--port", str(free_port()),
         ]
         if max_retries is not None:
@@ -277,6 +298,52 @@ class LocalDeployment:
                     raise
                 log.info("%s: the SuperLink still lists this key as online; retrying in 5 s", name)
                 time.sleep(5)
+
+    def node_config(self, site: str) -> str:
+        """The site's ``--node-config`` (its data folder and public name)."""
+        return f"data-dir='{self.site_data[site]}' site-name='{site}'"
+
+    # ---- resident site workers -------------------------------------------------------------------------
+    def worker_socket(self, site: str) -> Path:
+        return self.work_dir / "workers" / site / "worker.sock"
+
+    def start_worker(self, site: str, timeout: float | None = None) -> dict:
+        """Start the supervised resident worker of ``site`` (deploy.worker) and wait until it answers its
+        health check warm; returns the health answer."""
+        from deploy.worker import WorkerError, health
+
+        sock = self.worker_socket(site)
+        sock.parent.parent.mkdir(parents=True, exist_ok=True)
+        sock.parent.mkdir(mode=0o700, exist_ok=True)
+        argv = [sys.executable, "-m", "deploy.worker", "supervise", "--socket", str(sock),
+                "--node-config", self.node_config(site), "--log", str(self.work_dir / "logs" / f"worker-{site}.log")]
+        self.procs.start(f"worker-{site}", argv, cwd=self.work_dir)
+        answer: dict = {}
+
+        def ready(_proc) -> bool:
+            nonlocal answer
+            try:
+                answer = health(sock, timeout=2)
+            except (WorkerError, ValueError):
+                return False
+            return bool(answer.get("ok") and answer.get("warm"))
+
+        self.procs.wait_for(f"worker-{site}", ready, timeout=timeout or max(self.startup_timeout, 240.0))
+        return answer
+
+    def worker_health(self, site: str) -> dict:
+        from deploy.worker import health
+
+        return health(self.worker_socket(site))
+
+    def kill_worker(self, site: str) -> int:
+        """SIGKILL the serving worker process of ``site`` (a crash); its supervisor starts a new one. Returns
+        the killed PID."""
+        import signal
+
+        pid = int(self.worker_health(site)["pid"])
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def supernode_command(self) -> list[str]:
         """``flower-supernode``, or ``python -m deploy.supernode`` (the same SuperNode with a shorter idle
@@ -358,11 +425,16 @@ class LocalDeployment:
 
     def run_status(self, run_id: int) -> dict:
         """The row ``flwr ls --run-id`` prints for ``run_id`` (``status`` like ``running``/``finished:failed``)."""
-        out = self._json_out(self.flwr("ls", CONNECTION_NAME, "--run-id", str(run_id), "--format", "json"))
-        runs = out.get("runs") or []
-        if not runs:
-            raise FedECGError(f"the SuperLink does not know run {run_id}: {out}")
-        return runs[0]
+        for attempt in range(5):  # a busy SuperLink answers "Internal server error" now and then: ask again
+            out = self._json_out(self.flwr("ls", CONNECTION_NAME, "--run-id", str(run_id), "--format", "json"))
+            runs = out.get("runs") or []
+            if runs:
+                return runs[0]
+            if "Internal server error" not in str(out.get("error-message", "")) or attempt == 4:
+                break
+            log.warning("flwr ls: the SuperLink answered with an internal error; asking again in 3 s")
+            time.sleep(3)
+        raise FedECGError(f"the SuperLink does not know run {run_id}: {out}")
 
     def wait_for_run(self, run_id: int, timeout: float, poll: float = 2.0) -> RunResult:
         """Poll until the run is ``finished:*`` (or raise after ``timeout`` s); save its log under logs/."""

@@ -31,7 +31,23 @@ if command -v fedecg >/dev/null 2>&1; then
 fi
 export FLWR_TELEMETRY_ENABLED=0
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
-exec flower-supernode \
+export FLWR_SUPEREXEC_TASK_POLL_INTERVAL="$${FLWR_SUPEREXEC_TASK_POLL_INTERVAL:-0.2}"
+export FEDECG_SUPERNODE_IDLE_POLL_S="$${FEDECG_SUPERNODE_IDLE_POLL_S:-3}"
+PYTHON="$${FEDECG_PYTHON:-python}"
+# the resident site worker, supervised (restarted when it dies) and stopped with this SuperNode (same PID after exec)
+if [ "$${SITE_WORKER:-false}" = "true" ]; then
+  WORKER_SOCKET="$${WORKER_SOCKET:-$$HERE/run/worker.sock}"
+  case "$$WORKER_SOCKET" in *\'*|*\"*|*" "*) echo "error: the worker socket path must not contain quotes or blanks" >&2; exit 2;; esac
+  mkdir -p -m 0700 "$$(dirname "$$WORKER_SOCKET")"
+  "$$PYTHON" -m deploy.worker supervise --socket "$$WORKER_SOCKET" --node-config "$$NODE_CONFIG" --parent-pid $$$$ \
+    --log "$${WORKER_LOG:-$$HERE/worker.log}" &
+  NODE_CONFIG="$$NODE_CONFIG worker-socket='$$WORKER_SOCKET'"
+fi
+SUPERNODE=(flower-supernode)
+if [ "$$FEDECG_SUPERNODE_IDLE_POLL_S" != "3" ]; then
+  SUPERNODE=("$$PYTHON" -m deploy.supernode)  # Flower's SuperNode, idle back-off FEDECG_SUPERNODE_IDLE_POLL_S
+fi
+exec "$${SUPERNODE[@]}" \
   --superlink "$$SUPERLINK" \
   --root-certificates "$$HERE/ca.crt" \
   --auth-supernode-private-key "$$HERE/supernode.key" \
