@@ -7,6 +7,7 @@ Arms (``sssd.sampling.sample``; each point is one seeded run, the same condition
     ddim-eta1   DDIM, eta = 1 (stochastic; the product's default), steps --steps
     ddim-eta0   DDIM, eta = 0 (deterministic: the probability-flow ODE, first order), steps --eta0-steps
     dpmpp2m     DPM-Solver++(2M) (the same ODE, second order multistep, logSNR-spaced steps), steps --steps
+    dpmpp2m-sde DPM-Solver++(2M) SDE (stochastic; first order it is DDIM eta = 1), logSNR steps, --steps
 
 Conditions: --n rows of PTB-XL's folds 1-8 in --data (labels, age, sex, height, weight; seeded draw as
 ``evaluation.synthesize.conditions_like_dataset``). Reference: the held-out folds 9-10 of --data (at most
@@ -49,7 +50,7 @@ KEYS = ("beat_rate", "inter_lead_correlation_error", "hf_power_ratio", "amplitud
 LABELS = {"beat_rate": "beat rate", "inter_lead_correlation_error": "ILC error (pooled)",
           "hf_power_ratio": "HF power ratio (syn / real)", "amplitude_ratio": "amplitude ratio (syn / real)",
           "heart_rate_distance": "heart-rate distance (bpm)", "spectral_distance": "spectral distance (dB)"}
-ARMS = ("ddpm", "ddim-eta1", "ddim-eta0", "dpmpp2m")
+ARMS = ("ddpm", "ddim-eta1", "ddim-eta0", "dpmpp2m", "dpmpp2m-sde")
 
 
 # ---- per-ECG features and the bootstrap ------------------------------------------------------------------
@@ -191,6 +192,8 @@ def plan(steps: list[int], eta0_steps: list[int], T: int, only: set[str] | None)
                for k in eta0_steps]
     points += [{"name": f"dpmpp2m-{k}", "arm": "dpmpp2m", "sampler": "dpmpp2m", "eta": 0.0, "steps": k}
                for k in steps]
+    points += [{"name": f"dpmpp2m-sde-{k}", "arm": "dpmpp2m-sde", "sampler": "dpmpp2m-sde", "eta": 1.0,
+                "steps": k} for k in steps]
     return [p for p in points if only is None or p["arm"] in only]
 
 
@@ -305,7 +308,8 @@ def plot(result: dict, path: Path) -> Path:
     from evaluation.realism import CRITERIA
 
     styles = {"ddim-eta1": ("tab:blue", "o", "DDIM, eta = 1"), "ddim-eta0": ("tab:orange", "s", "DDIM, eta = 0"),
-              "dpmpp2m": ("tab:green", "^", "DPM-Solver++(2M)")}
+              "dpmpp2m": ("tab:green", "^", "DPM-Solver++(2M)"),
+              "dpmpp2m-sde": ("tab:purple", "v", "DPM-Solver++(2M) SDE")}
     panels = (*KEYS, "spectral_distance")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     pts = result["points"]
@@ -443,11 +447,11 @@ def main(argv: list[str] | None = None) -> dict:
     real_feat = ecg_features(real)
     idx = bootstrap_indices(len(real), args.n, args.n_boot, args.seed)
     evaluate_points(result, real_feat, idx, out)
-    result["chosen_dpmpp2m_steps"] = choose_default(result)
+    result["chosen_steps"] = {arm: choose_default(result, arm) for arm in ("dpmpp2m", "dpmpp2m-sde", "ddim-eta1")}
     save()
     png = plot(result, args.png or out / "sampler_steps.png")
     print(format_table(result), flush=True)
-    print(f"smallest DPM-Solver++(2M) step count inside DDPM-200's intervals: {result['chosen_dpmpp2m_steps']}")
+    print(f"smallest step count inside all DDPM-200 intervals: {result['chosen_steps']}")
     print(f"wrote {json_path} and {png}", file=sys.stderr)
     result.pop("_real")
     return result

@@ -1,4 +1,4 @@
-"""Generate ECGs: ancestral DDPM, DDIM and DPM-Solver++(2M), batched, seeded, with classifier-free guidance.
+"""Generate ECGs: ancestral DDPM, DDIM, DPM-Solver++(2M) (ODE and SDE); batched, seeded, classifier-free guidance.
 
 Conditioning: ``labels`` (B, 71) multi-hot or None (= unknown), ``demo``/``demo_mask`` (B, 4) with mask 1 =
 known, 0 = unknown (so "only age and sex" is a mask [1, 1, 0, 0]); None = all unknown. With guidance
@@ -31,8 +31,15 @@ Samplers (x in model units, i.e. mV / data_scale; z ~ N(0, I)):
   (exact Gaussian data, tests/test_sssd_fast_sampler.py), and 1.6-2x further from the converged ODE solution
   on the built-in base (bench/bench_sampler_steps.py --ode-check). Deterministic: only x_T is drawn.
   Coefficients in float64.
-Randomness: x_T ~ N(0, I) is drawn first, then one z per step except the last, in order of decreasing t,
-all from ``generator`` (on its own device, then moved), so the same seed gives the same ECGs, and DDIM with
+* DPM-Solver++(2M) SDE (``sampler="dpmpp2m-sde"``; diffusers' ``algorithm_type="sde-dpmsolver++"``, same
+  options): the same steps, D'_i and first/last-step rule, with z ~ N(0, I) per step except the last:
+      x_{i+1} = (sigma_{i+1} / sigma_i) e^{-h_i} x_i + alpha_{i+1} (1 - e^{-2 h_i}) D'_i
+                + sigma_{i+1} sqrt(1 - e^{-2 h_i}) z.
+  First order this is DDIM with eta = 1 (the DDPM posterior step) on the same steps; it is the second-order
+  version of our stochastic default, for models whose ODE samples are worse than their stochastic ones.
+Randomness: x_T ~ N(0, I) is drawn first, then (DDPM, DDIM with eta > 0, dpmpp2m-sde) one z per step except
+the last, in order of decreasing t, all from ``generator`` (on its own device, then moved), so the same seed
+gives the same ECGs, and DDIM with
 steps = T and eta = 1 consumes exactly the noise DDPM does and then equals it (algebraically identical
 updates: beta_tilde_t = sigma^2 and the two means coincide; numerically equal to float32 precision).
 
@@ -57,7 +64,7 @@ from sssd.s4 import cached_kernels
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
+SAMPLERS = ("ddpm", "ddim", "dpmpp2m", "dpmpp2m-sde")
 # the fast sampler and its default number of denoiser calls (chosen by fidelity on the built-in base against
 # DDPM-200: docs/model.md, "Fast sampler"; bench/bench_sampler_steps.py)
 FAST_SAMPLER = "dpmpp2m"
@@ -90,10 +97,10 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
     return sorted(set(taus))
 
 
-def check_dpmpp2m_steps(steps, T: int) -> None:
+def check_dpmpp2m_steps(steps, T: int, name: str = "dpmpp2m") -> None:
     """ValueError unless ``steps`` is an integer with 2 <= steps <= T (DPM-Solver++(2M) model calls)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= T:
-        raise ValueError(f"sampler dpmpp2m needs an integer number of steps in 2..{T} (T), got {steps!r}")
+        raise ValueError(f"sampler {name} needs an integer number of steps in 2..{T} (T), got {steps!r}")
 
 
 def _batch_inputs(labels, demo, demo_mask, batch_size, cfg, device):
@@ -158,8 +165,8 @@ def sample(
     device = next(net.parameters()).device
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if sampler == "dpmpp2m":
-        check_dpmpp2m_steps(steps, schedule.T)
+    if sampler in ("dpmpp2m", "dpmpp2m-sde"):
+        check_dpmpp2m_steps(steps, schedule.T, sampler)
     precision = resolve_precision(precision, device)
     b, labels, demo, demo_mask = _batch_inputs(labels, demo, demo_mask, batch_size, cfg, device)
     sched = schedule.to(device)
@@ -192,8 +199,8 @@ def sample(
             x = _randn((b, cfg.out_channels, cfg.seq_len), generator, device)
             if sampler == "ddpm":
                 x = _ddpm_loop(x, sched, eps_fn, generator, device)
-            elif sampler == "dpmpp2m":
-                x = dpmpp2m_loop(x, sched, eps_fn, steps)
+            elif sampler in ("dpmpp2m", "dpmpp2m-sde"):
+                x = dpmpp2m_loop(x, sched, eps_fn, steps, sde=sampler == "dpmpp2m-sde", generator=generator)
             else:
                 x = _ddim_loop(x, sched, eps_fn, steps, eta, generator, device)
     finally:
@@ -247,43 +254,58 @@ def dpm_timesteps(sched: Schedule, steps: int) -> list[int]:
 
 
 def dpmpp2m_coefficients(
-    sched: Schedule, steps: int, timesteps: list[int] | None = None
-) -> list[tuple[int, float, float, float | None]]:
+    sched: Schedule, steps: int, timesteps: list[int] | None = None, sde: bool = False
+) -> list[tuple]:
     """Per step i of DPM-Solver++(2M) (float64 maths, see the module docstring): (s_i, sigma_{i+1} / sigma_i,
-    alpha_{i+1} (1 - e^{-h_i}), r_i or None for a first-order step). ``timesteps`` (increasing, default
-    ``dpm_timesteps(sched, steps)``) replaces the grid (e.g. ``ddim_timesteps`` for comparisons)."""
+    alpha_{i+1} (1 - e^{-h_i}), r_i or None for a first-order step); with ``sde`` the 2M-SDE coefficients
+    (s_i, sigma_{i+1} / sigma_i e^{-h_i}, alpha_{i+1} (1 - e^{-2 h_i}), r_i, sigma_{i+1} sqrt(1 - e^{-2 h_i})).
+    ``timesteps`` (increasing, default ``dpm_timesteps(sched, steps)``) replaces the grid (e.g.
+    ``ddim_timesteps`` for comparisons)."""
     taus = (dpm_timesteps(sched, steps) if timesteps is None else list(timesteps))[::-1]  # s_0 = T-1 > ...
     if len(taus) < 2 or any(a <= b for a, b in zip(taus, taus[1:])) or taus[-1] < 0 or taus[0] >= sched.T:
         raise ValueError(f"dpmpp2m timesteps must be >= 2 distinct steps in 0..{sched.T - 1}, got {timesteps}")
     abar = sched.alpha_bars.double().cpu()
     alpha, sigma = abar[taus].sqrt(), (1 - abar[taus]).sqrt()
     lam = torch.log(alpha) - torch.log(sigma)
-    out: list[tuple[int, float, float, float | None]] = []
+    out: list[tuple] = []
     h_prev = None
     for i, t in enumerate(taus):
         if i == len(taus) - 1:  # to the clean end: sigma = 0, alpha = 1, h = inf
-            out.append((t, 0.0, 1.0, None))
+            out.append((t, 0.0, 1.0, None, 0.0) if sde else (t, 0.0, 1.0, None))
             break
         h = lam[i + 1] - lam[i]
-        ratio = float(sigma[i + 1] / sigma[i])
-        coef_d = float(-alpha[i + 1] * torch.expm1(-h))
-        out.append((t, ratio, coef_d, None if h_prev is None else float(h_prev / h)))
+        r = None if h_prev is None else float(h_prev / h)
+        if sde:
+            ratio = float(sigma[i + 1] / sigma[i] * torch.exp(-h))
+            coef_d = float(-alpha[i + 1] * torch.expm1(-2 * h))
+            out.append((t, ratio, coef_d, r, float(sigma[i + 1] * torch.sqrt(-torch.expm1(-2 * h)))))
+        else:
+            out.append((t, float(sigma[i + 1] / sigma[i]), float(-alpha[i + 1] * torch.expm1(-h)), r))
         h_prev = h
     return out
 
 
 def dpmpp2m_loop(
-    x: torch.Tensor, sched: Schedule, eps_fn, steps: int, timesteps: list[int] | None = None
+    x: torch.Tensor,
+    sched: Schedule,
+    eps_fn,
+    steps: int,
+    timesteps: list[int] | None = None,
+    sde: bool = False,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) from x at s_0 = T-1 to the clean end; ``eps_fn(x, t)`` is the (guided) noise
-    prediction at integer step t. ``steps`` model calls (``len(timesteps)`` when given), no randomness."""
+    prediction at integer step t. ``steps`` model calls (``len(timesteps)`` when given), no randomness; with
+    ``sde`` the 2M-SDE variant, one z ~ N(0, I) from ``generator`` per step except the last."""
     abar = sched.alpha_bars.double()
     d_prev = None
-    for t, ratio, coef_d, r in dpmpp2m_coefficients(sched, steps, timesteps):
+    for t, ratio, coef_d, r, *noise in dpmpp2m_coefficients(sched, steps, timesteps, sde):
         a_t = abar[t]
         eps = eps_fn(x, t)
         d = (x - torch.sqrt(1 - a_t).float() * eps) / torch.sqrt(a_t).float()
         d_used = d if r is None or d_prev is None else d + (d - d_prev) * (1.0 / (2.0 * r))
         x = ratio * x + coef_d * d_used
+        if noise and noise[0] > 0:
+            x = x + noise[0] * _randn(x.shape, generator, x.device)
         d_prev = d
     return x

@@ -194,7 +194,7 @@ def test_sample_shapes_determinism_and_calls():
     c = sample(net, sched, _labels(), generator=torch.Generator().manual_seed(6), **kw)
     assert a.shape == (4, 12, 200) and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.allclose(a, c)
-    assert "dpmpp2m" in SAMPLERS
+    assert {"dpmpp2m", "dpmpp2m-sde"} <= set(SAMPLERS)
 
 
 def test_sample_uses_guided_eps():
@@ -236,7 +236,7 @@ def test_refuses_bad_step_counts(steps):
 
 def test_unknown_sampler_names_the_choices():
     net = OracleNet()
-    with pytest.raises(ValueError, match="ddpm, ddim, dpmpp2m"):
+    with pytest.raises(ValueError, match="ddpm, ddim, dpmpp2m, dpmpp2m-sde"):
         sample(net, Schedule.from_config(net.cfg), batch_size=1, sampler="unipc")
 
 
@@ -261,3 +261,57 @@ def test_logsnr_steps_beat_evenly_spaced_steps(problem):
         ddim = _rms(_ddim_loop(x_T.clone(), sched, eps, k, 0.0, None, CPU), ref)
         assert logsnr < even / 3, (k, logsnr, even)
         assert even > ddim / 2, (k, even, ddim)  # evenly spaced 2M is no real gain over DDIM
+
+
+# ---- the SDE variant ----
+
+
+def test_sde_first_order_is_ddim_eta1_with_the_same_noise(problem):
+    sched, eps, _, x_T, _, _ = problem
+    a = dpmpp2m_loop(x_T.clone(), sched, eps, 2, sde=True, generator=torch.Generator().manual_seed(5))
+    b = _ddim_loop(x_T.clone(), sched, eps, 2, 1.0, torch.Generator().manual_seed(5), CPU)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_sde_samples_the_data_distribution_where_ddim_eta1_underdisperses(problem):
+    """From x_T ~ q(x_T) the exact reverse SDE gives exactly N(mu, s^2): compare per-channel mean and std."""
+    sched, eps, _, _, mu, s = problem
+    abar_T = sched.alpha_bars.double()[-1]
+    gen = torch.Generator().manual_seed(3)
+    n = torch.randn(4000, 8, 2, generator=gen, dtype=torch.float64)
+    x_T = (abar_T.sqrt() * mu + (abar_T * s**2 + 1 - abar_T).sqrt() * n).float()
+    sde = dpmpp2m_loop(x_T.clone(), sched, eps, 20, sde=True, generator=torch.Generator().manual_seed(4)).double()
+    ddim1 = _ddim_loop(x_T.clone(), sched, eps, 20, 1.0, torch.Generator().manual_seed(4), CPU).double()
+    ratio_sde = sde.std(dim=(0, 2)) / s.view(8)
+    ratio_ddim = ddim1.std(dim=(0, 2)) / s.view(8)
+    assert ((ratio_sde - 1).abs() < 0.05).all(), ratio_sde
+    assert torch.allclose(sde.mean(dim=(0, 2)), mu.view(8), atol=0.02)
+    assert ratio_ddim[0] < 0.8, ratio_ddim  # 20 DDIM eta=1 steps smooth away the small-variance detail
+
+
+def test_sde_is_seeded_through_sample():
+    net = OracleNet()
+    sched = Schedule.from_config(net.cfg)
+    kw = dict(sampler="dpmpp2m-sde", steps=8, precision="fp32")
+    a = sample(net, sched, _labels(), generator=torch.Generator().manual_seed(5), **kw)
+    b = sample(net, sched, _labels(), generator=torch.Generator().manual_seed(5), **kw)
+    ode = sample(net, sched, _labels(), generator=torch.Generator().manual_seed(5), **{**kw, "sampler": "dpmpp2m"})
+    assert torch.equal(a, b) and not torch.allclose(a, ode) and net.calls == 24
+    with pytest.raises(ValueError, match="dpmpp2m-sde needs an integer number of steps"):
+        sample(net, sched, batch_size=1, sampler="dpmpp2m-sde", steps=1)
+
+
+def test_sde_matches_diffusers(problem):
+    diffusers = pytest.importorskip("diffusers")
+    sched, eps, _, x_T, _, _ = problem
+    for k in (3, 10, 20):
+        ref = diffusers.DPMSolverMultistepScheduler(
+            num_train_timesteps=200, trained_betas=sched.betas.double().numpy(), algorithm_type="sde-dpmsolver++",
+            solver_order=2, solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero",
+            prediction_type="epsilon")
+        ref.set_timesteps(timesteps=dpm_timesteps(sched, k)[::-1])
+        gen, x = torch.Generator().manual_seed(9), x_T.clone()
+        for t in ref.timesteps:  # our noise order: one z per step, drawn before the next step
+            x = ref.step(eps(x, int(t)), t, x, variance_noise=torch.randn(x.shape, generator=gen)).prev_sample
+        ours = dpmpp2m_loop(x_T.clone(), sched, eps, k, sde=True, generator=torch.Generator().manual_seed(9))
+        assert torch.allclose(ours, x, atol=1e-5)
