@@ -4,7 +4,7 @@ train:    global weights + run config → the site's policy decides → local SS
           aggregate metrics
 evaluate: global weights → validation loss on the site's own validation records
 
-The site's privacy is its own. Its policy (client.policy) comes from its node config, never from the server:
+The site's privacy is its own. Its policy (privacy.policy) comes from its node config, never from the server:
 a request the policy forbids (DP off when required, σ below the site's minimum, another privacy unit or a
 larger δ, too many steps, a batch outside the allowed range, a round that would take the run's or the site's
 lifetime ε past its cap) is refused (status ``refused``, the reason in the reply's message and the site's log).
@@ -38,9 +38,9 @@ app = ClientApp(mods=[egress_guard])
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     from client.data import load_site_data
-    from client.policy import SitePolicy, decide
     from client.training import train_local
     from fedecg.device import choose_device
+    from privacy.policy import SitePolicy, decide
 
     node_config = site_node_config(context)
     policy = SitePolicy.from_node_config(node_config)  # the site's own, never the server's
@@ -162,8 +162,8 @@ def read_run_config(msg: Message) -> tuple[ScenarioConfig, dict]:
 def site_node_config(context: Context) -> dict:
     """The node's own configuration. A simulated node in Flower's Simulation Engine only gets Flower's partition
     keys; the simulation harness hands it the rest (its site policy) through a file named by
-    ``$FEDECG_SIMULATED_NODE_CONFIG`` (client.policy.write_simulated_node_configs), keyed by partition id."""
-    from client.policy import SIMULATED_NODE_CONFIG_ENV
+    ``$FEDECG_SIMULATED_NODE_CONFIG`` (privacy.policy.write_simulated_node_configs), keyed by partition id."""
+    from privacy.policy import SIMULATED_NODE_CONFIG_ENV
 
     node_config = dict(context.node_config)
     path = os.environ.get(SIMULATED_NODE_CONFIG_ENV)

@@ -3,7 +3,7 @@
 The ledger is the site's, not the server's. One file per site, ``<state-dir>/privacy-ledger.json`` (simulation:
 ``RUN_DIR/node-state/<site>/``; deployment: ``<data-dir>/.fedecg/`` unless the node config names ``state-dir``),
 with one section per run (keyed by the run's stable name, kept across ``--resume``) so the site's caps hold per
-run *and* over its lifetime (client.policy). A copy also lives in the node's ``context.state``.
+run *and* over its lifetime (privacy.policy). A copy also lives in the node's ``context.state``.
 
 Spending is pessimistic and durable: the site records a round's planned DP-SGD steps *before* it trains
 (atomic write + fsync of the file and its folder, under an exclusive file lock so two runs at one site cannot

@@ -16,7 +16,6 @@ by ``(seed, round, site)``, so a resumed run reproduces an uninterrupted one exa
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import warnings
@@ -25,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedecg.config import ScenarioConfig, parse_trainable
+from fedecg.config import ScenarioConfig
+from fedecg.seeds import derive_seed
+from fedecg.specs import parse_trainable
 from privacy.accounting import poisson_rate  # noqa: F401 - the sites' sampling rate (one definition)
 from sssd.dp import average_draws, repeat_draws
 from sssd.peft import apply_trainable, count_trainable, reply_state
@@ -72,12 +73,6 @@ def _physical_batches(loader, optimizer, cfg: ScenarioConfig, private: bool):
     from opacus.utils.batch_memory_manager import BatchMemoryManager
 
     return BatchMemoryManager(data_loader=loader, max_physical_batch_size=phys, optimizer=optimizer)
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any parts (seed, round, site name...), independent of PYTHONHASHSEED."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def build_model(model_cfg, state: dict[str, np.ndarray] | None, device: torch.device):

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from fedecg.errors import FedECGError
+from fedecg.specs import Trainable, parse_robust, parse_trainable  # noqa: F401 - the config's grammars
 from ptbxl.partition import PartitionConfig  # the data layer's own partition settings
 
 ALIASES = {
@@ -161,7 +162,7 @@ class ScenarioConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     demo_data: DemoDataConfig = field(default_factory=DemoDataConfig)
-    # simulation only: the privacy policy each simulated site holds in its own node config (client.policy keys,
+    # simulation only: the privacy policy each simulated site holds in its own node config (privacy.policy keys,
     # e.g. {dp_required: false, max_epsilon_run: 4, sites: {"2": {min_noise_multiplier: 1.0}}}; {} = the
     # policy defaults). Never sent to sites: a site reads its policy from its node config, not from the server.
     site_policy: dict = field(default_factory=dict)
@@ -174,7 +175,7 @@ class ScenarioConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> ScenarioConfig:
-        return _build(cls, data, source)
+        return _link_seeds(_build(cls, data, source), data)
 
     @classmethod
     def from_json(cls, text: str, source: str = "config") -> ScenarioConfig:
@@ -189,14 +190,13 @@ class ScenarioConfig:
         machine's files (whether the ``init`` base exists here): a resumed run continues from its checkpoint,
         and a site never needs the server's base file."""
         if self.site_policy:
-            from client.policy import check_policy_spec
+            from privacy.policy import check_policy_spec
 
             try:
                 check_policy_spec(self.site_policy)
             except FedECGError as exc:
                 raise FedECGError(f"scenario {self.name!r}: {exc}") from exc
         import math
-        import re
 
         bad_floats = [f"{sec}.{f.name}" for sec in ("train", "dp", "strategy", "output")
                       for f in fields(getattr(self, sec)) if f.type in ("float", float)
@@ -250,8 +250,6 @@ class ScenarioConfig:
         return self
 
     def _validate_robust(self) -> None:
-        from server.robust import parse_robust
-
         sc = self.strategy
         try:
             rule = parse_robust(sc.robust)
@@ -322,6 +320,21 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _link_seeds(cfg: ScenarioConfig, data: Any) -> ScenarioConfig:
+    """The root ``seed`` reaches the initial weights and the partition (fedecg.seeds) unless the scenario sets
+    ``model.init_seed`` / ``partition.seed`` itself."""
+    from fedecg.seeds import seed31
+
+    model = cfg.model
+    if "init_seed" not in model.overrides:
+        model = dataclasses.replace(model, overrides={**model.overrides, "init_seed": seed31(cfg.seed, "model-init")})
+    partition = cfg.partition
+    raw = data.get("partition") if isinstance(data, dict) else None
+    if not (isinstance(raw, dict) and "seed" in raw):
+        partition = dataclasses.replace(partition, seed=seed31(cfg.seed, "partition"))
+    return dataclasses.replace(cfg, model=model, partition=partition)
+
+
 def _build(cls, data: Any, where: str):
     if cls is ModelSpec and isinstance(data, str):
         return ModelSpec(preset=data)
@@ -384,36 +397,9 @@ _SECTIONS = {
 
 
 
-_TRAINABLE = re.compile(r"^(all|conditioning|last-blocks:([1-9][0-9]*)|lora:([1-9][0-9]*))$")
-
-
-@dataclass(frozen=True)
-class Trainable:
-    """``train.trainable`` parsed: which parameters a site trains (see sssd.peft)."""
-
-    kind: str  # all | conditioning | last-blocks | lora
-    n: int = 0  # last-blocks: N; lora: rank R
-
-    @property
-    def partial(self) -> bool:
-        return self.kind != "all"
-
-    def __str__(self) -> str:
-        return self.kind if self.kind in ("all", "conditioning") else f"{self.kind}:{self.n}"
-
-
-def parse_trainable(spec: str) -> Trainable:
-    """``all | conditioning | last-blocks:N | lora:R`` → :class:`Trainable`; ValueError names the bad value."""
-    m = _TRAINABLE.match(str(spec).strip())
-    if m is None:
-        raise ValueError(f"train.trainable must be all, conditioning, last-blocks:N or lora:R (N, R >= 1), "
-                         f"got {spec!r}")
-    if m.group(2):
-        return Trainable("last-blocks", int(m.group(2)))
-    if m.group(3):
-        return Trainable("lora", int(m.group(3)))
-    return Trainable(m.group(1))
-
-
 def _trainable_ok(spec: str) -> bool:
-    return _TRAINABLE.match(str(spec).strip()) is not None
+    try:
+        parse_trainable(spec)
+    except ValueError:
+        return False
+    return True

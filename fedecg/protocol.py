@@ -63,7 +63,7 @@ NODE_DATA_DIR = "data-dir"  # deployment: this site's PTB-XL-layout folder
 NODE_SITE_NAME = "site-name"  # deployment: public name of the site (default: the folder name)
 NODE_STATE_DIR = "state-dir"  # deployment: where the site keeps its privacy ledger (default: <data-dir>/.fedecg)
 NODE_PARTITION_ID = "partition-id"  # simulation (set by Flower)
-NODE_PRIVACY_POLICY = "privacy-policy"  # the site's privacy policy file (client.policy; inline keys there too)
+NODE_PRIVACY_POLICY = "privacy-policy"  # the site's privacy policy file (privacy.policy; inline keys there too)
 
 STATUS_OK = "ok"
 STATUS_REFUSED = "refused"  # privacy budget spent, or too few valid records (DATA_REFUSAL)

@@ -66,14 +66,9 @@ def initial_state(cfg: ScenarioConfig, base=None) -> dict[str, np.ndarray]:
 
             base = load_base(cfg.init, cfg.model.resolve())
         return {k: np.array(v, copy=True) for k, v in base.state.items()}
-    import torch
-
-    from client.training import derive_seed
     from sssd.model import SSSDDenoiser
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "init"))
-        model = SSSDDenoiser(cfg.model.resolve())
+    model = SSSDDenoiser(cfg.model.resolve())  # model.init_seed is derived from the root seed (fedecg.seeds)
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 

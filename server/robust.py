@@ -25,47 +25,13 @@ whose norm exceeds ``strategy.relative_norm_factor`` × the median update norm o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from fedecg.errors import FedECGError
+from fedecg.specs import KINDS, RobustRule, parse_robust  # noqa: F401 - server.robust's public names
 
-KINDS = ("none", "median", "trimmed-mean", "norm-bound")
 MIN_REPLIES_FOR_RELATIVE_BOUND = 3
-
-
-@dataclass(frozen=True)
-class RobustRule:
-    kind: str = "none"
-    param: float = 0.0
-
-    @property
-    def combines(self) -> bool:
-        """True when the rule replaces the replies by one combined reply (median, trimmed mean)."""
-        return self.kind in ("median", "trimmed-mean")
-
-
-def parse_robust(spec: str) -> RobustRule:
-    """``none`` | ``median`` | ``trimmed-mean:β`` (0 ≤ β < 0.5) | ``norm-bound:C`` (C > 0); FedECGError otherwise."""
-    text = str(spec).strip().lower()
-    kind, _, arg = text.partition(":")
-    if kind not in KINDS:
-        raise FedECGError(f"strategy.robust {spec!r}: expected none, median, trimmed-mean:BETA or norm-bound:C")
-    if kind in ("none", "median"):
-        if arg:
-            raise FedECGError(f"strategy.robust {spec!r}: {kind} takes no parameter")
-        return RobustRule(kind)
-    try:
-        value = float(arg)
-    except ValueError:
-        raise FedECGError(f"strategy.robust {spec!r}: {kind} needs a number, e.g. "
-                          f"{'trimmed-mean:0.2' if kind == 'trimmed-mean' else 'norm-bound:5'}") from None
-    if kind == "trimmed-mean" and not 0.0 <= value < 0.5:
-        raise FedECGError(f"strategy.robust {spec!r}: the trimmed fraction β must be in [0, 0.5)")
-    if kind == "norm-bound" and not (math.isfinite(value) and value > 0):
-        raise FedECGError(f"strategy.robust {spec!r}: the norm bound C must be > 0")
-    return RobustRule(kind, value)
 
 
 def _stack(updates: list[dict[str, np.ndarray]], name: str) -> np.ndarray:

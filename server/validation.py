@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedecg import protocol as P
-from fedecg.config import parse_trainable
+from fedecg.specs import parse_trainable
 from sssd.peft import expand_reply, reply_reference, shapes_of
 
 

@@ -78,7 +78,7 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": True},
     }
     log.info("simulating %d sites for %d rounds → %s", n_clients, cfg.rounds, rd.path)
-    from client.policy import SIMULATED_NODE_CONFIG_ENV, write_simulated_node_configs
+    from privacy.policy import SIMULATED_NODE_CONFIG_ENV, write_simulated_node_configs
 
     # Flower's virtual SuperNodes get only partition-id / num-partitions: the rest of each node's own config (its
     # site policy) reaches it through a file named in the environment the Ray workers inherit
@@ -101,10 +101,10 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
 
 def simulated_node_configs(rd) -> list[dict]:
     """Each simulated node's own node config, by partition id: Flower's partition keys plus the site policy the
-    scenario's ``site_policy`` section gives that site (client.policy). Built here, by the simulation harness;
+    scenario's ``site_policy`` section gives that site (privacy.policy). Built here, by the simulation harness;
     the server never sends it."""
-    from client.policy import check_policy_spec
-    from client.policy import simulated_node_configs as build
+    from privacy.policy import check_policy_spec
+    from privacy.policy import simulated_node_configs as build
     from ptbxl.partition import Manifest
 
     cfg = rd.read_config()

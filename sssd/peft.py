@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedecg.config import Trainable, parse_trainable  # noqa: F401 - the spec's grammar lives with the config
+from fedecg.specs import Trainable, parse_trainable  # noqa: F401 - the spec's grammar (torch-free)
 
 LORA_A, LORA_B = "lora_A", "lora_B"
 HEAD = ("final_conv.", "zero_conv.")

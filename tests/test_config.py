@@ -28,7 +28,9 @@ def test_aliases_and_dotted_overrides_are_typed(tmp_path):
                         ["rounds=5", "local_steps=3", "dp=true", "model=small", "model.mel_lambda=0",
                          "partition.by=iid", "noise_multiplier=0.7", "strategy=fedprox"])
     assert (cfg.rounds, cfg.train.local_steps, cfg.dp.enabled) == (5, 3, True)
-    assert cfg.model.preset == "small" and cfg.model.overrides == {"mel_lambda": 0}
+    # init_seed is the root seed's (fedecg.seeds), made explicit so config.yaml shows it
+    seeded = {"mel_lambda": 0, "init_seed": cfg.model.resolve().init_seed}
+    assert cfg.model.preset == "small" and cfg.model.overrides == seeded
     assert cfg.model.resolve().mel_lambda == 0
     assert cfg.partition.by == "iid" and cfg.dp.noise_multiplier == 0.7 and cfg.strategy.name == "fedprox"
 

@@ -1,12 +1,12 @@
-"""evaluation.ablation (+ ablation_report): variants, overrides, relative changes with CIs, table and plot."""
+"""experiments.ablation (+ ablation_report): variants, overrides, relative changes with CIs, table and plot."""
 
 import json
 
 import numpy as np
 import pytest
 
-from evaluation import ablation
-from evaluation.ablation import VARIANTS, ablation_preset, compare, run_ablation
+from experiments import ablation
+from experiments.ablation import VARIANTS, ablation_preset, compare, run_ablation
 from fedecg.errors import FedECGError
 
 

@@ -125,7 +125,7 @@ def test_canary_audit_through_the_federation(demo_ptbxl, tmp_path):
     the sites, the bound of a strongly private run never exceeds its accounted ε, and a non-private run is
     reported against ε = ∞. (The tiny model memorises canaries only weakly in a few steps, so the gap between
     the two bounds is demonstrated by the DP-SGD test above, not here; see docs/privacy.md.)"""
-    from privacy.canary import run_canary_audit
+    from experiments.canary import run_canary_audit
 
     base = [
         "rounds=2",

@@ -1,4 +1,4 @@
-"""A hospital's privacy is its own (client.policy, client.ledger): the site's policy comes from its node config,
+"""A hospital's privacy is its own (privacy.policy, client.ledger): the site's policy comes from its node config,
 never from the server; forbidden requests are refused with the reason; the site's lifetime ledger caps its ε
 across runs; a spend is recorded before training, so a crash cannot erase it. Tiny model, in process."""
 
@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from client.app import app as client_app
 from client.ledger import LEDGER_FILE, LedgerStore, SiteLedger
-from client.policy import SitePolicy, decide, simulated_node_config
 from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
+from privacy.policy import SitePolicy, decide, simulated_node_config
 from ptbxl.partition import Manifest
 from server.loop import ServerSettings, run_federation
 from server.prepare import prepare_run

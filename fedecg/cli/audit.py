@@ -80,7 +80,7 @@ def audit_canary(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """One-run empirical DP audit: canaries w.p. 1/2 → train → membership guesses → ε lower bound."""
-    from privacy.canary import run_canary_audit
+    from experiments.canary import run_canary_audit
 
     out = run_canary_audit(
         scenario, dataset, work_dir, canaries, list(overrides or []), seed, beta, delta, device

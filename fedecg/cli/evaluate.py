@@ -218,7 +218,7 @@ def ablation(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Plain SSSD-ECG vs SSSD-MIDT without demographics vs full SSSD-MIDT, same federation/seeds/budget."""
-    from evaluation.ablation import ablation_preset, run_ablation
+    from experiments.ablation import ablation_preset, run_ablation
     from fedecg.device import choose_device
 
     _quiet_for_json(as_json)

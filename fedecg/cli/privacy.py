@@ -180,8 +180,8 @@ def plan(
     target ε at δ: the same planning function the sites run (privacy.accounting.plan_site)."""
     import math
 
-    from client.policy import SitePolicy
     from privacy.accounting import plan_sigma, plan_site
+    from privacy.policy import SitePolicy
 
     floor = SitePolicy().min_noise_multiplier if min_noise_multiplier is None else min_noise_multiplier
     if not (math.isfinite(floor) and floor >= 0):
@@ -249,9 +249,9 @@ def policy(
     policy_file: Path = typer.Option(None, "--file", help="A site privacy policy file (YAML or JSON)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """The privacy policy a site enforces (client.policy): what its node config (and policy file) give,
+    """The privacy policy a site enforces (privacy.policy): what its node config (and policy file) give,
     with the defaults for what they leave out. A bad key or value exits non-zero."""
-    from client.policy import POLICY_FILE_KEY, SitePolicy
+    from privacy.policy import POLICY_FILE_KEY, SitePolicy
 
     values: dict = {}
     if node_config.strip():

@@ -244,7 +244,7 @@ def _ratio_ci(a, b) -> list[float] | None:
 
 
 def write_ablation(result: dict, out: Path) -> None:
-    from evaluation.ablation_report import ablation_table, plot_ablation
+    from experiments.ablation_report import ablation_table, plot_ablation
     from fedecg.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "ablation.json", result)

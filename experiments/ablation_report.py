@@ -1,4 +1,4 @@
-"""Side-by-side table (Markdown) and figure (PNG) of the ablation result dict (``evaluation.ablation``)."""
+"""Side-by-side table (Markdown) and figure (PNG) of the ablation result dict (``experiments.ablation``)."""
 
 from __future__ import annotations
 
