@@ -424,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         result = reanalyse(Path(args.reanalyse))
         out_dir, args.name = Path(args.reanalyse).parent, Path(args.reanalyse).stem
     else:
+        import signal
+
+        def _term(signum, frame):  # noqa: ANN001 - SIGTERM stops every process the bench started, like Ctrl-C
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _term)
         result = run(args)
         out_dir = Path(args.out) if args.out else Path(result["work_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -458,10 +458,13 @@ class LocalDeployment:
 
 
 def run_local(consortium: Consortium, work_dir: Path, site_data: Mapping[str, Path], app_dir: Path,
-              run_config: Mapping[str, object] | None = None, timeout: float = 3600.0) -> RunResult:
-    """Start everything, run the app once, stop everything. Raises FedECGError unless the run completed."""
+              run_config: Mapping[str, object] | None = None, timeout: float = 3600.0,
+              **options: object) -> RunResult:
+    """Start everything, run the app once, stop everything. Raises FedECGError unless the run completed (the
+    SuperLink says ``finished:completed`` and, when the run config names a ``run-dir``, its status.json says
+    ``completed``). ``options`` go to :class:`LocalDeployment` (``workers=True``, ``polls=...``, ...)."""
     work_dir = Path(work_dir)
-    with LocalDeployment(consortium, work_dir, site_data) as dep:
+    with LocalDeployment(consortium, work_dir, site_data, **options) as dep:
         dep.start()
         run_id = dep.submit_run(app_dir, run_config)
         result = dep.wait_for_run(run_id, timeout=timeout)

@@ -232,8 +232,8 @@ class SiteWorker:
                 reply = [json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}).encode()]
             try:
                 send_frames(conn, reply)
-            except OSError:
-                log.warning("the client went away before the reply was sent")
+            except OSError:  # e.g. a health check that timed out while the worker was warming up
+                log.info("the client went away before the reply was sent")
 
     def handle(self, header: dict, blobs: list[bytes]) -> list[bytes]:
         """One request → response frames (header JSON first)."""

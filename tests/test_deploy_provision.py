@@ -102,3 +102,43 @@ def test_refuses_non_empty_folder_and_bad_specs(cons, tmp_path):
         ConsortiumSpec(sites=(), superlink_host="x")
     with pytest.raises(FedECGError, match="not found"):
         load_consortium(tmp_path)
+
+
+def test_site_bundle_starts_the_worker_and_the_short_back_off_supernode_when_asked(tmp_path):
+    """SITE_WORKER=true + FEDECG_SUPERNODE_IDLE_POLL_S=1: the start script launches the supervised worker (its
+    socket named in the node config, the SuperNode's PID as its parent) and the SuperNode via deploy.supernode."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from flwr.common.config import parse_config_args
+
+    cons = provision_consortium(tmp_path / "cons", ConsortiumSpec(sites=("site-a",), superlink_host="link.example"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ptbxl_database.csv").write_text("ecg_id\n")
+    fake = tmp_path / "fakepython"
+    record = tmp_path / "calls.txt"
+    fake.write_text(f"#!/usr/bin/env bash\nprintf '%s\\n' \"$*\" >> {record}\n"
+                    "[ \"$2\" = deploy.supernode ] && printf '%s\\n' \"$@\"\nexit 0\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "FEDECG_PYTHON": str(fake),
+           "SITE_WORKER": "true", "FEDECG_SUPERNODE_IDLE_POLL_S": "1"}
+    res = subprocess.run([str(cons.sites["site-a"].start_script), str(data)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.splitlines()  # `fedecg privacy policy` prints first, then the fake SuperNode its argv
+    args = out[out.index("deploy.supernode") - 1:]
+    assert args[:2] == ["-m", "deploy.supernode"]
+    node_config = parse_config_args([args[args.index("--node-config") + 1]])
+    sock = cons.sites["site-a"].root / "run" / "worker.sock"
+    assert node_config["worker-socket"] == str(sock) and node_config["data-dir"] == str(data.resolve())
+    assert oct(sock.parent.stat().st_mode & 0o777) == "0o700"
+    deadline = time.monotonic() + 30
+    while "deploy.worker supervise" not in (record.read_text() if record.exists() else ""):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    worker_call = next(line for line in record.read_text().splitlines() if "deploy.worker supervise" in line)
+    assert f"--socket {sock}" in worker_call and "--parent-pid " in worker_call
+    assert "worker-socket" not in worker_call  # the worker gets the site's own node config

@@ -42,7 +42,8 @@ def test_worker_killed_mid_round_site_fails_cleanly_and_rejoins(ptbxl_dir, site_
     app = hooked_project(PROJECT, tmp_path / "app")
     run_dir = tmp_path / "run"
     victim = "site-3"
-    with LocalDeployment(cons, tmp_path / "work", site_folders, workers=True) as dep:
+    # in-memory SuperLink state: no restart here, and no SQLite write lock on a saturated machine
+    with LocalDeployment(cons, tmp_path / "work", site_folders, workers=True, database="memory") as dep:
         dep.start()
         first_pid = dep.worker_health(victim)["pid"]
         run_id = dep.submit_run(app, {"scenario": str(scenario), "run-dir": str(run_dir)})
