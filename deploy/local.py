@@ -118,7 +118,7 @@ class LocalDeployment:
         on a saturated machine Flower 1.41's SQLite state was seen failing pushes with ``database is locked``
         after its 5 s busy timeout). ``workers``: give every site a resident worker (deploy.worker, supervised,
         socket under ``<work_dir>/workers/<site>/``, log ``logs/worker-<site>.log``) and name its socket in the
-        SuperNode's node config; the ClientApp then forwards train/evaluate to it (deploy.worker_client) if it
+        SuperNode's node config; the ClientApp then forwards train/evaluate to it (client.worker_channel) if it
         has that hook."""
         if database not in ("file", "memory"):
             raise FedECGError(f"database must be file or memory, not {database!r}")

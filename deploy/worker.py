@@ -3,7 +3,7 @@ one long-lived process next to the SuperNode, so a round no longer pays a Python
 load per message.
 
 Flower 1.41 starts a fresh ``flwr-clientapp`` process for every message (train, then evaluate). With a worker,
-that process stays thin: the ClientApp's first mod (deploy.worker_client.forward_to_worker) sends the Message
+that process stays thin: the ClientApp's first mod (client.worker_channel.forward_to_worker) sends the Message
 and its Context over a local Unix socket to this worker, which runs *the same* ``client.app.app`` (site policy,
 privacy ledger, egress guard and all) on them and sends back the reply and the updated ``context.state``.
 Nothing else changes: what leaves the site is still decided by the egress guard, the ledger is the same file
@@ -39,64 +39,27 @@ import os
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from client.worker_channel import (  # noqa: F401 - re-exported: the worker's side of the same channel
+    MAX_FRAME,
+    OPS,
+    PROTOCOL,
+    WORKER_SOCKET_KEY,
+    WorkerError,
+    call,
+    health,
+    peer_uid,
+    recv_frames,
+    register,
+    send_frames,
+)
+
 log = logging.getLogger("fedecg.worker")
-
-WORKER_SOCKET_KEY = "worker-socket"  # node-config key naming the worker's socket (the SuperNode's node config)
-PROTOCOL = 1
-OPS = ("train", "evaluate")
-MAX_FRAME = 4 << 30  # 4 GiB: larger frames are refused (a model of that size does not fit a site worker anyway)
-_LEN = struct.Struct(">Q")
-
-
-class WorkerError(Exception):
-    """A request the worker refused, or a channel failure."""
-
-
-# ---- framing -------------------------------------------------------------------------------------------------
-
-
-def send_frames(sock: socket.socket, frames: list[bytes]) -> None:
-    sock.sendall(_LEN.pack(len(frames)) + b"".join(_LEN.pack(len(f)) + f for f in frames))
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise WorkerError("the connection closed mid-message")
-        buf += chunk
-    return bytes(buf)
-
-
-def recv_frames(sock: socket.socket, max_frames: int = 8) -> list[bytes]:
-    (count,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
-    if count > max_frames:
-        raise WorkerError(f"{count} frames in one message (at most {max_frames})")
-    frames = []
-    for _ in range(count):
-        (size,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
-        if size > MAX_FRAME:
-            raise WorkerError(f"a frame of {size} bytes is larger than {MAX_FRAME}")
-        frames.append(_recv_exact(sock, size))
-    return frames
-
-
-def peer_uid(sock: socket.socket) -> int | None:
-    """The uid of the process at the other end of a Unix socket (Linux SO_PEERCRED; None elsewhere)."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
-
 
 # ---- node config ---------------------------------------------------------------------------------------------
 
@@ -341,31 +304,6 @@ def _answers(path: Path, timeout: float = 2.0) -> bool:
         return bool(health(path, timeout=timeout).get("ok"))
     except (OSError, WorkerError, ValueError):
         return False
-
-
-# ---- client side (used by deploy.worker_client, tests and tools) -------------------------------------------
-
-
-def call(path: Path | str, header: dict, blobs: list[bytes] = (), timeout: float = 3600.0) -> list[bytes]:
-    """Send one request, return the response frames; WorkerError when the worker cannot be reached."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(path))
-        send_frames(sock, [json.dumps({"protocol": PROTOCOL, **header}).encode(), *blobs])
-        return recv_frames(sock)
-    except (OSError, struct.error) as exc:
-        raise WorkerError(f"site worker at {path}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        sock.close()
-
-
-def health(path: Path | str, timeout: float = 5.0) -> dict:
-    return json.loads(call(path, {"op": "health"}, timeout=timeout)[0])
-
-
-def register(path: Path | str, run_id: int, timeout: float = 10.0) -> dict:
-    return json.loads(call(path, {"op": "register", "run_id": int(run_id)}, timeout=timeout)[0])
 
 
 # ---- processes -------------------------------------------------------------------------------------------------

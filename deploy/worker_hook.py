@@ -1,6 +1,6 @@
 """The one change client/app.py needs for the resident site worker (deploy.worker), as exact text edits.
 
-``HOOK_EDITS`` puts ``deploy.worker_client.forward_to_worker`` first among the ClientApp's mods (train/evaluate go
+``HOOK_EDITS`` puts ``client.worker_channel.forward_to_worker`` first among the ClientApp's mods (train/evaluate go
 to the site's worker when the node config names one) and defers ``fedecg.config`` (which imports pandas) to
 where it is used, so the thin ``flwr-clientapp`` process imports no pandas and no torch. Until client/app.py
 carries the hook, :func:`hooked_project` makes a copy of the project with it applied, for the deployment bench
@@ -17,11 +17,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+_LEDGER = "from client.ledger import STATE_KEY, LedgerStore, SiteLedger\n"
 _DOC = '    """The run configuration the server sent, validated (a malformed message gets a clear error)."""\n'
 HOOK_EDITS = (  # (old, new) on client/app.py: forward train/evaluate to the worker; no fedecg.config at import
     ("from pathlib import Path\n", "from pathlib import Path\nfrom typing import TYPE_CHECKING\n"),
-    ("from fedecg import protocol as P\n",
-     "from deploy.worker_client import forward_to_worker\nfrom fedecg import protocol as P\n"),
+    (_LEDGER, _LEDGER + "from client.worker_channel import forward_to_worker\n"),
     ("from fedecg.config import ScenarioConfig\nfrom fedecg.errors import FedECGError\n",
      "from fedecg.errors import FedECGError\n\nif TYPE_CHECKING:  # imported where used: fedecg.config pulls pandas\n"
      "    from fedecg.config import ScenarioConfig\n"),

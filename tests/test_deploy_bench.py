@@ -80,4 +80,4 @@ def test_worker_and_server_poll_hooks_apply_to_the_current_sources(tmp_path):
     assert loop.count("list(send_and_receive(grid, ") == 2
     compile(loop, "server/loop.py", "exec")
     diff = hook_diff(ROOT)
-    assert diff == "" or "+from deploy.worker_client import forward_to_worker" in diff
+    assert diff == "" or "+from client.worker_channel import forward_to_worker" in diff

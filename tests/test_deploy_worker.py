@@ -1,4 +1,4 @@
-"""deploy.worker / deploy.worker_client: the resident site worker and its thin ClientApp mod.
+"""deploy.worker / client.worker_channel: the resident site worker and its thin ClientApp mod.
 
 A stand-in ClientApp keeps these fast; the worker logic (channel, refusals, context.state round trip, health,
 supervision) is the same as with the fedecg ClientApp."""
@@ -18,8 +18,8 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
+from client.worker_channel import forward, forward_to_worker
 from deploy import worker as W
-from deploy.worker_client import forward, forward_to_worker
 
 
 def _message(run_id: int = 7, mtype: str = "train", rnd: int = 1) -> Message:
