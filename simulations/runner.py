@@ -3,12 +3,21 @@
 The ServerApp and ClientApp are the same objects a real deployment runs (server.app / client.app); only the
 transport differs. Environment hygiene for Flower: telemetry off, no runtime dependency installation,
 FLWR_HOME inside the run directory.
+
+``simulation.ray_address`` (or, without it, ``$RAY_ADDRESS``) joins an existing Ray cluster (``ray start
+--head`` / a cluster's head address, ``auto``, or ``ray://host:10001``) instead of starting a local one: the
+driver connects with ``ray.init(address=...)`` and the environment the simulated sites need (the node-config
+file, Flower's and OpenMP's settings, PYTHONPATH) travels in the job's ``runtime_env``, since a cluster's
+workers do not inherit the driver's environment. ``simulation.client_cpus`` / ``client_gpus`` are the Ray
+resources of each site's actor, as on a local cluster. On a multi-node cluster the project must be installed
+on every node and the run directory must be on storage every node sees.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from fedecg.errors import FedECGError
@@ -85,18 +94,59 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     previous = os.environ.get(SIMULATED_NODE_CONFIG_ENV)
     os.environ[SIMULATED_NODE_CONFIG_ENV] = str(write_simulated_node_configs(
         rd.path / "node-state" / "simulated-node-config.json", node_configs).resolve())
+    address = ray_address(cfg)
+    joined = False
     try:
+        if address:
+            joined = join_ray_cluster(address, backend_config, env_keys=(SIMULATED_NODE_CONFIG_ENV,))
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
                        backend_config=backend_config)
     except Exception as exc:  # Flower wraps ServerApp errors; status.json has the cause
         status = rd.status()
         raise FedECGError(f"simulation of {rd.path} failed: {status.get('error', exc)}") from exc
     finally:
+        if joined:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()  # disconnects this driver; the cluster keeps running
         if previous is None:
             os.environ.pop(SIMULATED_NODE_CONFIG_ENV, None)
         else:
             os.environ[SIMULATED_NODE_CONFIG_ENV] = previous
     return _check_completed(rd)
+
+
+def ray_address(cfg) -> str:  # noqa: ANN001 - ScenarioConfig
+    """The Ray cluster to join: ``simulation.ray_address``, else ``$RAY_ADDRESS``; '' = start a local Ray."""
+    return str(getattr(cfg.simulation, "ray_address", "") or os.environ.get("RAY_ADDRESS", "")).strip()
+
+
+def join_ray_cluster(address: str, backend_config: dict, env_keys: tuple[str, ...] = ()) -> bool:
+    """Connect this driver to the Ray cluster at ``address`` before Flower's backend starts (it then uses the
+    connection as it is). Resources of a new cluster (num_cpus ...) cannot be given when joining one, so they
+    are dropped from the init args; the sites' environment (Flower's settings and ``env_keys``) goes into the
+    job's runtime_env."""
+    import ray
+
+    init_args = {k: v for k, v in backend_config.get("init_args", {}).items()
+                 if k not in ("num_cpus", "num_gpus", "resources", "object_store_memory", "include_dashboard")}
+    backend_config["init_args"] = init_args
+    pythonpath = os.pathsep.join([p for p in sys.path if p] + ([os.environ["PYTHONPATH"]]
+                                                               if os.environ.get("PYTHONPATH") else []))
+    env_vars = {k: os.environ[k] for k in (*FLOWER_ENV, "FLWR_HOME", "OMP_NUM_THREADS", *env_keys) if k in os.environ}
+    env_vars["PYTHONPATH"] = pythonpath
+    if ray.is_initialized():
+        ray.shutdown()
+    log.info("joining the Ray cluster at %s", address)
+    try:
+        ray.init(address=address, runtime_env={"env_vars": env_vars}, **init_args)
+    except Exception as exc:  # ConnectionError, ValueError, ...: one clear line
+        raise FedECGError(f"cannot join the Ray cluster at {address!r} (simulation.ray_address): "
+                          f"{type(exc).__name__}: {exc}") from exc
+    resources = ray.cluster_resources()
+    log.info("Ray cluster: %.0f CPUs, %.0f GPUs", resources.get("CPU", 0), resources.get("GPU", 0))
+    return True
 
 
 def simulated_node_configs(rd) -> list[dict]:
