@@ -11,6 +11,7 @@ are divided by ``data_scale`` before diffusion (sampling multiplies back, so out
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -52,6 +53,9 @@ class ModelConfig:
     label_drop_prob: float = 0.1  # classifier-free guidance: P(labels dropped) per example in training
     demo_drop_prob: float = 0.1  # P(all demographics dropped) per example
     demo_field_drop_prob: float = 0.1  # P(one demographic field dropped), independently per field
+    # > 0: each example's condition embedding (labels + demographics) is rescaled to L2 norm <= this (bounded
+    # conditioning for DP fine-tuning, sssd.model.ConditionEmbedding); 0 = unbounded (the built-in base)
+    cond_max_norm: float = 0.0
     # diffusion
     T: int = 200
     beta_start: float = 1e-4
@@ -108,6 +112,8 @@ class ModelConfig:
         for name in ("label_drop_prob", "demo_drop_prob", "demo_field_drop_prob", "s4_dropout"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise FedECGError(f"model config: {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not (math.isfinite(self.cond_max_norm) and self.cond_max_norm >= 0):
+            raise FedECGError(f"model config: cond_max_norm must be a finite number >= 0, got {self.cond_max_norm}")
         if not 0.0 < self.beta_start < self.beta_end < 1.0:
             raise FedECGError(
                 f"model config: need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}"

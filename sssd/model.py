@@ -52,15 +52,19 @@ def step_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class ConditionEmbedding(nn.Module):
     """labels (B, 71) multi-hot, demo (B, 4), demo_mask (B, 4) -> (B, label_embed_dim)."""
 
-    def __init__(self, num_labels: int, num_demographics: int, dim: int) -> None:
+    def __init__(self, num_labels: int, num_demographics: int, dim: int, max_norm: float = 0.0) -> None:
         super().__init__()
+        self.max_norm = float(max_norm)
         self.label = nn.Linear(num_labels, dim)
         self.demo_in = nn.Linear(2 * num_demographics, dim)
         self.demo_out = nn.Linear(dim, dim)
 
     def forward(self, labels: torch.Tensor, demo: torch.Tensor, demo_mask: torch.Tensor) -> torch.Tensor:
         d = torch.cat([demo * demo_mask, demo_mask], dim=1)
-        return self.label(labels) + self.demo_out(F.silu(self.demo_in(d)))
+        e = self.label(labels) + self.demo_out(F.silu(self.demo_in(d)))
+        if self.max_norm > 0:  # bounded conditioning: ||e|| <= max_norm per example (a smooth rescale)
+            e = e * torch.clamp(self.max_norm / (e.norm(dim=1, keepdim=True) + 1e-12), max=1.0)
+        return e
 
 
 def shift_stack(z: torch.Tensor) -> torch.Tensor:
@@ -124,7 +128,8 @@ class SSSDDenoiser(nn.Module):
             nn.init.kaiming_normal_(self.init_conv.weight)
             self.fc_t1 = nn.Linear(cfg.step_embed_dim_in, cfg.step_embed_dim_mid)
             self.fc_t2 = nn.Linear(cfg.step_embed_dim_mid, cfg.step_embed_dim_out)
-            self.cond_embed = ConditionEmbedding(cfg.num_labels, cfg.num_demographics, cfg.label_embed_dim)
+            self.cond_embed = ConditionEmbedding(cfg.num_labels, cfg.num_demographics, cfg.label_embed_dim,
+                                                 cfg.cond_max_norm)
             self.blocks = nn.ModuleList(ResidualBlock(cfg, last=i == cfg.num_blocks - 1) for i in range(cfg.num_blocks))
             self.final_conv = nn.Linear(cfg.skip_channels, cfg.skip_channels)
             nn.init.kaiming_normal_(self.final_conv.weight)

@@ -31,7 +31,7 @@ BUILTIN_PREFIX = "builtin:"
 NON_ARCHITECTURE_FIELDS = frozenset({
     "label_drop_prob", "demo_drop_prob", "demo_field_drop_prob", "s4_dropout",
     "mel_lambda", "mel_n_fft", "mel_hop", "mel_n_mels", "mel_fmin", "mel_fmax", "mel_log_eps",
-    "mel_timestep_weight", "checkpoint_blocks", "init_seed", "s4_init", "s4_dt_min", "s4_dt_max",
+    "mel_timestep_weight", "checkpoint_blocks", "init_seed", "cond_max_norm", "s4_init", "s4_dt_min", "s4_dt_max",
 })
 
 

@@ -251,3 +251,21 @@ def test_egress_blocks_a_full_model_when_lora_was_asked(arrays):
         P.CONFIG: ConfigRecord({P.RUN_CONFIG_JSON: cfg.to_json()})}), dst_node_id=1, message_type="train")
     with pytest.raises(FedECGError, match="train.trainable"):
         check_outgoing(Message(content=_reply(glob).content, reply_to=request), request)
+
+
+def test_bounded_conditioning_caps_the_embedding_norm():
+    from sssd.config import model_preset
+    from sssd.model import SSSDDenoiser
+
+    gen = torch.Generator().manual_seed(0)
+    labels = (torch.rand(6, 71, generator=gen) < 0.5).float()  # many labels: a large embedding
+    demo, mask = torch.randn(6, 4, generator=gen) * 5, torch.ones(6, 4)
+    free = SSSDDenoiser(model_preset("tiny"))
+    bounded = SSSDDenoiser(model_preset("tiny", cond_max_norm=0.5))
+    bounded.load_state_dict(free.state_dict())  # same weights, only the bound differs
+    e_free, e_b = free.cond_embed(labels, demo, mask), bounded.cond_embed(labels, demo, mask)
+    assert float(e_free.norm(dim=1).min()) > 0.5  # the bound is active on these inputs
+    assert torch.all(e_b.norm(dim=1) <= 0.5 + 1e-5)
+    torch.testing.assert_close(e_b / e_b.norm(dim=1, keepdim=True), e_free / e_free.norm(dim=1, keepdim=True))
+    with pytest.raises(Exception, match="cond_max_norm"):
+        model_preset("tiny", cond_max_norm=-1.0)
