@@ -314,10 +314,11 @@ def plot(result: dict, path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     pts = result["points"]
     ref = next((p for p in pts.values() if p["arm"] == "ddpm"), None)
+    dodge = {arm: 1.0 + 0.015 * (i - 1.5) for i, arm in enumerate(styles)}  # side by side at the same k
     for ax, key in zip(axes.ravel(), panels):
         for arm, (colour, marker, label) in styles.items():
             rows = sorted((p for p in pts.values() if p["arm"] == arm and "metrics" in p), key=lambda p: p["steps"])
-            xs = [p["steps"] for p in rows]
+            xs = [p["steps"] * dodge[arm] for p in rows]
             ys = [p["metrics"].get(key) for p in rows]
             if not xs:
                 continue

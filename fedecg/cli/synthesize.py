@@ -23,8 +23,13 @@ def synthesize(
     like_dataset: Path | None = typer.Option(
         None, "--like-dataset", help="Draw labels+demographics from this PTB-XL folder's rows."
     ),
-    sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm."),
-    steps: int = typer.Option(50, "--steps", help="DDIM steps (DDPM always uses all T steps)."),
+    sampler: str = typer.Option(
+        "ddim", "--sampler", help="ddim | ddpm | dpmpp2m | dpmpp2m-sde (DPM-Solver++(2M), deterministic / "
+        "stochastic, second order: fewer steps; see docs/model.md, Fast samplers)."
+    ),
+    steps: int = typer.Option(
+        50, "--steps", help="Denoiser calls of ddim / dpmpp2m* (dpmpp2m*: 2..T, e.g. 15); ddpm always uses all T."
+    ),
     eta: float = typer.Option(1.0, "--eta", help="DDIM stochasticity: 1 = DDPM-like noise (fewer rhythm errors), "
                               "0 = deterministic."),
     guidance: float = typer.Option(
@@ -53,6 +58,8 @@ def synthesize(
     from fedecg.device import choose_device
     from fedecg.errors import FedECGError
 
+    if sampler in ("dpmpp2m", "dpmpp2m-sde") and steps < 2:
+        raise FedECGError(f"--steps must be >= 2 with --sampler {sampler}, got {steps}")
     ckpt = resolve_checkpoint(checkpoint)
     settings = SamplerSettings(
         sampler=sampler, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size, eta=eta
