@@ -139,6 +139,21 @@ def parse_supernode_log(text: str, run_id: int | None = None) -> list[dict]:
     return messages
 
 
+WORKER_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) INFO fedecg\.worker: run \d+ (train|evaluate) .* in "
+                       r"([0-9.]+) s$")
+
+
+def parse_worker_log(text: str) -> list[dict]:
+    """What a resident worker served, from its log: ``{"type", "done" (epoch s), "seconds"}``."""
+    out = []
+    for line in text.splitlines():
+        m = WORKER_RE.match(line.strip())
+        if m:
+            done = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() + int(m.group(2)) / 1000
+            out.append({"type": m.group(3), "done": done, "seconds": float(m.group(4))})
+    return out
+
+
 def message_segments(msg: dict) -> dict[str, float]:
     """pull / launch / app / push seconds of one message (0 where an event is missing)."""
     def gap(a: str, b: str) -> float:
@@ -214,9 +229,13 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
-def analyse(metrics: list[dict], site_logs: dict[str, str], probes: dict[str, dict], run_id: int | None) -> dict:
-    """Per-round, per-site breakdown and the headline numbers (see the module docstring)."""
+def analyse(metrics: list[dict], site_logs: dict[str, str], probes: dict[str, dict], run_id: int | None,
+            worker_logs: dict[str, str] | None = None) -> dict:
+    """Per-round, per-site breakdown and the headline numbers (see the module docstring). The evaluation
+    compute is the reply's ``val-seconds`` if the ClientApp sends it, else what a resident worker logged for
+    that round's evaluate, else the cold-start probe's warm evaluation call."""
     by_site = {site: parse_supernode_log(text, run_id) for site, text in site_logs.items()}
+    served = {site: parse_worker_log(text) for site, text in (worker_logs or {}).items()}
     rounds = []
     prev_time = None
     for row in metrics:
@@ -228,11 +247,13 @@ def analyse(metrics: list[dict], site_logs: dict[str, str], probes: dict[str, di
         for site, msgs in by_site.items():
             m = row.get("sites", {}).get(site, {})
             train_s = float(m.get("train-seconds", 0.0))
+            start = row["time"] - float(server.get("round-seconds", wall))
             probe_eval = float(probes.get(site, {}).get("eval_call", 0.0))
-            eval_s = float(m["val-seconds"]) if "val-seconds" in m else probe_eval
+            worker_eval = [w["seconds"] for w in served.get(site, [])
+                           if w["type"] == "evaluate" and start - 1.0 <= w["done"] <= row["time"]]
+            eval_s = float(m["val-seconds"]) if "val-seconds" in m else (worker_eval[-1] if worker_eval else probe_eval)
             seg = {"pull": 0.0, "launch": 0.0, "app": 0.0, "push": 0.0}
             per_type = {}
-            start = row["time"] - float(server.get("round-seconds", wall))
             for msg in msgs:
                 # the fedecg ServerApp sets no group id, so a message belongs to the round whose window
                 # (train sent .. metrics written) holds its arrival
@@ -351,7 +372,9 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_probe:
         probe_env = {**os.environ, **env}
         probes = {s: cold_start_probe(p, scenario, probe_env) for s, p in folders.items()}
-    out = analyse(metrics, site_logs, probes, run_id)
+    worker_logs = {s: p.read_text() for s in folders
+                   if (p := work / "deploy" / "logs" / f"worker-{s}.log").is_file()}
+    out = analyse(metrics, site_logs, probes, run_id, worker_logs)
     out.update({
         "ok": result.ok and status.get("status") == "completed" and len(metrics) == args.rounds,
         "flower_status": result.status, "run_dir_status": status.get("status"),
@@ -375,7 +398,9 @@ def reanalyse(path: Path) -> dict:
     work = Path(result["work_dir"])
     metrics = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     logs = {s: (work / "deploy" / "logs" / f"supernode-{s}.log").read_text() for s in result["config"]["site_names"]}
-    result.update(analyse(metrics, logs, result.get("cold_start", {}), None))
+    workers = {s: p.read_text() for s in result["config"]["site_names"]
+               if (p := work / "deploy" / "logs" / f"worker-{s}.log").is_file()}
+    result.update(analyse(metrics, logs, result.get("cold_start", {}), None, workers))
     return result
 
 
