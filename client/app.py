@@ -20,19 +20,23 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.egress import egress_guard
 from client.ledger import STATE_KEY, LedgerStore, SiteLedger
+from client.worker_channel import forward_to_worker
 from fedecg import protocol as P
-from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
+
+if TYPE_CHECKING:  # imported where used: fedecg.config pulls pandas
+    from fedecg.config import ScenarioConfig
 
 log = logging.getLogger(__name__)
 
-app = ClientApp(mods=[egress_guard])
+app = ClientApp(mods=[forward_to_worker, egress_guard])
 
 
 @app.train()
@@ -148,6 +152,8 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 def read_run_config(msg: Message) -> tuple[ScenarioConfig, dict]:
     """The run configuration the server sent, validated (a malformed message gets a clear error)."""
+    from fedecg.config import ScenarioConfig
+
     if P.CONFIG not in msg.content.config_records:
         raise FedECGError(f"message from the server has no {P.CONFIG!r} ConfigRecord")
     config = dict(msg.content.config_records[P.CONFIG])

@@ -125,6 +125,7 @@ class SimulationConfig:
 
     client_cpus: int = 1  # Ray resources per client: on 2 cores, two clients at a time
     client_gpus: float = 0.0
+    ray_address: str = ""  # join this Ray cluster (ray start --head address, "auto", ray://host:10001); "" = local
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,9 @@ class ScenarioConfig:
             (_trainable_ok(self.train.trainable),
              f"train.trainable must be all, conditioning, last-blocks:N or lora:R, got {self.train.trainable!r}"),
             (1 <= self.dp.noise_multiplicity <= 256, "dp.noise_multiplicity must be in 1..256"),
+            (re.fullmatch(r"|auto|(ray://)?[A-Za-z0-9._\[\]:-]+:\d{1,5}", self.simulation.ray_address) is not None,
+             f"simulation.ray_address must be '', auto, host:port or ray://host:port, "
+             f"got {self.simulation.ray_address!r}"),
             (self.demo_data.records >= self.demo_data.sites >= 1, "demo_data needs records >= sites >= 1"),
             (self.output.fidelity_reference in ("train", "heldout"), "output.fidelity_reference: train or heldout"),
             (self.strategy.name in ("fedavg", "fedprox", "fedadam", "fedyogi"),
