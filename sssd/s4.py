@@ -141,7 +141,13 @@ class S4DConv(nn.Module):
                 y = torch.fft.irfft(torch.fft.rfft(ut, n=2 * length) * kf, n=2 * length)[..., :length]
             else:
                 y = FFTConv.apply(ut, self.full_kernel(length))
-            return y.transpose(1, 2).to(dtype=out_dtype, memory_format=torch.contiguous_format)
+            y = y.transpose(1, 2)
+            # channels-last and contiguous: .to(memory_format=...) alone returns the strided view when the dtype
+            # already matches (fp32), and every op after it (GELU, the next matmul) then runs strided (issue 15's
+            # profile: -15 % of the 4x256 fp32 step with the copy)
+            if y.dtype == out_dtype:
+                return y.contiguous()
+            return y.to(dtype=out_dtype, memory_format=torch.contiguous_format)
 
 
 class FFTConv(torch.autograd.Function):
