@@ -43,10 +43,14 @@ class SamplerSettings:
     ema: bool = True  # the checkpoint's EMA weights when it has them (server-side EMA), else its global weights
 
     def __post_init__(self) -> None:
-        if self.sampler not in ("ddim", "ddpm"):
-            raise FedECGError(f"--sampler must be ddim or ddpm, got {self.sampler!r}")
+        from sssd.sampling import SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise FedECGError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise FedECGError("--steps and the batch size must be >= 1")
+        if self.sampler.startswith("dpmpp2m") and self.steps < 2:
+            raise FedECGError(f"--sampler {self.sampler} needs --steps >= 2 (one model call per step)")
         if not 0.0 <= self.eta <= 1.0:
             raise FedECGError(f"--eta must be in [0, 1], got {self.eta}")
         import math
@@ -158,6 +162,9 @@ def generate(
     _, weights = preferred_state(ckpt, ema=settings.ema)
     schedule = Schedule.from_config(cfg, device)
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
+    if settings.sampler.startswith("dpmpp2m") and settings.steps > schedule.T:
+        raise FedECGError(f"--steps {settings.steps} exceeds the model's T = {schedule.T} diffusion steps "
+                          f"(sampler {settings.sampler})")
     out = []
     for start in range(0, len(conditions), settings.batch_size):
         sl = slice(start, start + settings.batch_size)

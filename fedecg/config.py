@@ -220,6 +220,10 @@ class ScenarioConfig:
             (_trainable_ok(self.train.trainable),
              f"train.trainable must be all, conditioning, last-blocks:N or lora:R, got {self.train.trainable!r}"),
             (1 <= self.dp.noise_multiplicity <= 256, "dp.noise_multiplicity must be in 1..256"),
+            (self.output.sampler in ("ddim", "ddpm", "dpmpp2m", "dpmpp2m-sde"),
+             f"output.sampler must be ddim, ddpm, dpmpp2m or dpmpp2m-sde, got {self.output.sampler!r}"),
+            (self.output.sampler_steps >= (2 if self.output.sampler.startswith("dpmpp2m") else 1),
+             f"output.sampler_steps must be >= 1 (>= 2 for dpmpp2m*), got {self.output.sampler_steps}"),
             (re.fullmatch(r"|auto|(ray://)?[A-Za-z0-9._\[\]:-]+:\d{1,5}", self.simulation.ray_address) is not None,
              f"simulation.ray_address must be '', auto, host:port or ray://host:port, "
              f"got {self.simulation.ray_address!r}"),

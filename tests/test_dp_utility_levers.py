@@ -269,3 +269,17 @@ def test_bounded_conditioning_caps_the_embedding_norm():
     torch.testing.assert_close(e_b / e_b.norm(dim=1, keepdim=True), e_free / e_free.norm(dim=1, keepdim=True))
     with pytest.raises(Exception, match="cond_max_norm"):
         model_preset("tiny", cond_max_norm=-1.0)
+
+
+def test_fast_samplers_are_accepted_by_synthesis_and_the_config():
+    from evaluation.synthesize import SamplerSettings
+    from fedecg.errors import FedECGError
+
+    assert SamplerSettings(sampler="dpmpp2m-sde", steps=15).sampler == "dpmpp2m-sde"
+    with pytest.raises(FedECGError, match="steps >= 2"):
+        SamplerSettings(sampler="dpmpp2m", steps=1)
+    with pytest.raises(FedECGError, match="--sampler must be one of"):
+        SamplerSettings(sampler="euler")
+    assert ScenarioConfig.from_dict({"output": {"sampler": "dpmpp2m-sde", "sampler_steps": 15}}).validate()
+    with pytest.raises(FedECGError, match="output.sampler must be"):
+        ScenarioConfig.from_dict({"output": {"sampler": "dpm"}}).validate()
