@@ -38,6 +38,7 @@ def bench_local(dataset: Path, preset: str, steps: int, batch: int, dp: bool, re
 
     from client.training import train_local
     from fedecg.config import load_scenario
+    from ptbxl.constants import TRAIN_FOLDS
     from ptbxl.dataset import load_arrays
     from ptbxl.layout import read_database
     from server.loop import initial_state
@@ -45,7 +46,7 @@ def bench_local(dataset: Path, preset: str, steps: int, batch: int, dp: bool, re
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_scenario(_scenario(Path(tmp), dataset, preset, steps, batch, dp, 1))
     meta = read_database(dataset)
-    arrays = load_arrays(dataset, list(meta.index[meta["strat_fold"] <= 8])[:64])
+    arrays = load_arrays(dataset, list(meta.index[meta["strat_fold"].isin(TRAIN_FOLDS)])[:64])
     state = initial_state(cfg)
     times = []
     for r in range(repeats + 1):

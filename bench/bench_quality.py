@@ -114,13 +114,14 @@ class Evaluator:
 
     def __init__(self, rd, n: int, sampler_steps: int, max_real: int, threads: int) -> None:
         from evaluation.synthesize import SamplerSettings, conditions_like_dataset
+        from ptbxl.constants import TRAIN_FOLDS
         from ptbxl.partition import Manifest
 
         cfg = rd.read_config()
         manifest = Manifest.load(rd.manifest_path)
         self.real, self.reference = training_reference(rd, max_real)
         # as simulations.finish.synthesize_examples: conditions of training-fold rows, the run's seed
-        self.conditions = conditions_like_dataset(manifest.dataset, n, seed=cfg.seed, folds=tuple(range(1, 9)))
+        self.conditions = conditions_like_dataset(manifest.dataset, n, seed=cfg.seed, folds=TRAIN_FOLDS)
         self.settings = SamplerSettings(sampler="ddim", steps=sampler_steps, seed=cfg.seed, ema=True)
         self.threads = threads
 

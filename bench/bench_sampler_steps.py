@@ -118,12 +118,13 @@ def ci95(v: np.ndarray) -> list[float] | None:
 def heldout_reference(data: Path, max_real: int, seed: int) -> tuple[np.ndarray, str]:
     """Folds 9-10 of ``data`` (at most ``max_real``, drawn with ``seed``), (N, 12, L) mV, as
     ``simulations.finish.write_fidelity``'s held-out reference."""
+    from ptbxl.constants import HELDOUT_FOLDS
     from ptbxl.dataset import load_arrays
     from ptbxl.layout import read_database
     from ptbxl.signals import derive_12_leads
 
     meta = read_database(data)
-    pool = sorted(int(e) for e in meta.index[meta["strat_fold"].isin([9, 10])])
+    pool = sorted(int(e) for e in meta.index[meta["strat_fold"].isin(HELDOUT_FOLDS)])
     if not pool:
         raise SystemExit(f"bench_sampler_steps: {data} has no records in folds 9-10 for the reference")
     rng = np.random.default_rng(seed)
@@ -153,10 +154,11 @@ def encoded_conditions(data: Path, n: int, seed: int):
     import torch
 
     from evaluation.synthesize import conditions_like_dataset
+    from ptbxl.constants import TRAIN_FOLDS
     from ptbxl.demographics import encode_demographics
     from ptbxl.labels import LabelVocab
 
-    cond = conditions_like_dataset(data, n, seed=seed, folds=tuple(range(1, 9)))
+    cond = conditions_like_dataset(data, n, seed=seed, folds=TRAIN_FOLDS)
     labels = LabelVocab.default().encode_many(cond.scp_codes)
     demo, mask = encode_demographics(cond.demographics)
     return tuple(torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in (labels, demo, mask))

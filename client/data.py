@@ -23,9 +23,8 @@ import numpy as np
 
 from fedecg import protocol as P
 from fedecg.errors import FedECGError, SiteRefusal
+from ptbxl.constants import TRAIN_FOLDS, VAL_FOLDS
 
-TRAIN_FOLDS = tuple(range(1, 9))
-VAL_FOLDS = (9,)
 DEFAULT_MIN_RECORDS = 1
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.leads import LEADS_12
 from fedecg.errors import FedECGError
+from ptbxl.constants import LEADS_12
 
 _EPS_POWER = 1e-10
 

@@ -1,6 +1,7 @@
-"""Lead bookkeeping for evaluation: the 12 PTB-XL lead names and the 8 → 12 lead derivation.
+"""Lead bookkeeping for evaluation: 8- or 12-lead arrays to the 12-lead view and to the model view.
 
-Delegates to ``ptbxl.signals.derive_12_leads`` (Einthoven/Goldberger):
+The lead names and order (``ptbxl.constants.LEADS_12``) and the derivation (``ptbxl.signals.derive_12_leads``)
+belong to the data layer (Einthoven/Goldberger):
 III = II − I, aVR = −(I + II)/2, aVL = I − II/2, aVF = II − I/2 (all in mV).
 """
 
@@ -9,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedecg.errors import FedECGError
-
-LEADS_12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-MODEL_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+from ptbxl.constants import MODEL_LEAD_INDEX
+from ptbxl.signals import derive_12_leads
 
 
 def to_12_leads(signals: np.ndarray) -> np.ndarray:
@@ -23,8 +23,6 @@ def to_12_leads(signals: np.ndarray) -> np.ndarray:
         raise FedECGError(f"ECG array must have shape (N, 8|12, L), got {tuple(np.shape(signals))}")
     if x.shape[1] == 12:
         return x
-    from ptbxl.signals import derive_12_leads
-
     return np.asarray(derive_12_leads(x), dtype=np.float32)
 
 
@@ -35,4 +33,4 @@ def to_model_view(signals: np.ndarray) -> np.ndarray:
         raise FedECGError(f"ECG array must have shape (N, 8|12, L), got {tuple(np.shape(signals))}")
     if x.shape[1] == 8:
         return x
-    return x[:, [0, 1, 6, 7, 8, 9, 10, 11]]
+    return x[:, list(MODEL_LEAD_INDEX)]

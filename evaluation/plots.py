@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.leads import LEADS_12, to_12_leads
+from evaluation.leads import to_12_leads
 from fedecg.errors import FedECGError
+from ptbxl.constants import LEADS_12
 
 MM_PER_S = 25.0
 MM_PER_MV = 10.0

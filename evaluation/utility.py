@@ -24,10 +24,9 @@ from evaluation.classifier import ClassifierConfig, bootstrap_auroc, predict_pro
 from evaluation.ecgset import SUPERCLASSES, ECGSet, load_ecg_set, superclass_targets
 from evaluation.leads import to_model_view
 from fedecg.errors import FedECGError
+from ptbxl.constants import TEST_FOLDS, TRAIN_FOLDS
 
 log = logging.getLogger(__name__)
-TRAIN_FOLDS = (1, 2, 3, 4, 5, 6, 7, 8)
-TEST_FOLDS = (10,)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import numpy as np
 
 from evaluation.classifier import ClassifierConfig
 from fedecg.errors import FedECGError
+from ptbxl.constants import HELDOUT_FOLDS, TEST_FOLDS, TRAIN_FOLDS
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,13 @@ def run_ablation(dataset: str | Path, preset: AblationPreset, out: str | Path,
     """Train (unless ``train`` is false and the runs exist), evaluate and compare the three variants; writes
     ``ablation.json``, ``ablation.md`` and ``ablation.png`` into ``out`` and returns the result dict."""
     from evaluation.ecgset import load_ecg_set
-    from evaluation.utility import TEST_FOLDS, TRAIN_FOLDS
 
     out = Path(out)
     dataset = Path(dataset).resolve()
     base = [f"dataset={dataset}", f"seed={seed}", f"model={preset.model}", f"rounds={preset.rounds}",
             f"local_steps={preset.local_steps}", "output.synthesize=0", *preset.extra,
             *(extra_overrides or [])]
-    real_ref = load_ecg_set(dataset, folds=(9, 10))
+    real_ref = load_ecg_set(dataset, folds=HELDOUT_FOLDS)
     real_train = load_ecg_set(dataset, folds=TRAIN_FOLDS)
     real_test = load_ecg_set(dataset, folds=TEST_FOLDS)
     results = {}
@@ -149,7 +149,7 @@ def evaluate_variant(v: Variant, run_dir: Path, dataset: Path, real_ref, real_tr
         generate,
         write_synthetic_dataset,
     )
-    from evaluation.utility import TRAIN_FOLDS, UtilityConfig, utility_experiment
+    from evaluation.utility import UtilityConfig, utility_experiment
 
     cond = conditions_like_dataset(dataset, preset.n_synthetic, seed, folds=TRAIN_FOLDS)
     if not v.use_demographics:

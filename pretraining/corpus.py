@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fedecg.errors import FedECGError
+from ptbxl.constants import TRAIN_FOLDS
 from ptbxl.dataset import ECGArrays
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def synthetic_corpus(n_records: int = DEFAULT_CORPUS_RECORDS, seed: int = PRETRA
     return arrays, info
 
 
-def folder_corpus(root: str | Path, folds: Sequence[int] = tuple(range(1, 9)),
+def folder_corpus(root: str | Path, folds: Sequence[int] = TRAIN_FOLDS,
                   cache_dir: str | Path | None = None) -> tuple[ECGArrays, CorpusInfo]:
     """The records of ``folds`` (PTB-XL's training folds by default) of a PTB-XL-layout folder."""
     from ptbxl.dataset import load_arrays

@@ -401,6 +401,7 @@ def _realism(out: Path, s: PretrainSettings, device) -> dict:
     compare them with it (evaluation.realism)."""
     from evaluation.realism import realism_metrics
     from pretraining.corpus import folder_corpus, synthetic_corpus
+    from ptbxl.constants import HELDOUT_FOLDS
     from ptbxl.signals import derive_12_leads
     from sssd.checkpoint import build_model, load_checkpoint
     from sssd.diffusion import Schedule
@@ -410,7 +411,7 @@ def _realism(out: Path, s: PretrainSettings, device) -> dict:
         ref, _ = synthetic_corpus(max(s.eval_samples, 128), s.corpus_seed + 1)
         ref_name = f"synthetic, seed {s.corpus_seed + 1} (disjoint from the corpus)"
     else:
-        ref, _ = folder_corpus(s.dataset, folds=(9, 10))
+        ref, _ = folder_corpus(s.dataset, folds=HELDOUT_FOLDS)
         ref_name = f"folds 9-10 of {s.dataset}"
     model, cfg = build_model(load_checkpoint(out), device, ema=True)
     k = min(s.eval_samples, len(ref))

@@ -41,6 +41,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 TRAIN_FOLDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
 VAL_FOLDS: tuple[int, ...] = (9,)
 TEST_FOLDS: tuple[int, ...] = (10,)
+HELDOUT_FOLDS: tuple[int, ...] = VAL_FOLDS + TEST_FOLDS  # never trained on: reference sets for realism / audits
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 

@@ -25,7 +25,8 @@ from fedecg.io import atomic_write_text
 from ptbxl.constants import ADC_GAIN, DATABASE_CSV, DURATION_S, FS, FS_HIGH, STATEMENTS_CSV
 from ptbxl.header import write_format16
 from ptbxl.scp_table import statements_frame
-from ptbxl.synth import full_12_leads, synth_ecg8
+from ptbxl.signals import derive_12_leads
+from ptbxl.synth import synth_ecg8
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def synthesize_records(
         age = 90.0 if not np.isfinite(row.age) or row.age > 89 else float(row.age)
         hi8 = synth_ecg8(set(codes), age, int(row.sex), FS_HIGH, DURATION_S, rec_rng)
         lo8 = resample_poly(hi8, FS, FS_HIGH, axis=-1)
-        yield (full_12_leads(hi8) if high_rate else None), full_12_leads(lo8)
+        yield (derive_12_leads(hi8) if high_rate else None), derive_12_leads(lo8)
 
 
 def _write_record(path: Path, sig12: np.ndarray, fs: int) -> None:

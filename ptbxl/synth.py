@@ -209,9 +209,3 @@ def synth_ecg8(
     ecg += LEAD_MATRIX @ wander
     ecg += rng.normal(0, _NOISE_MV, size=ecg.shape)
     return ecg
-
-
-def full_12_leads(ecg8: np.ndarray) -> np.ndarray:
-    """(12, L) in PTB-XL order from I, II, V1..V6 (Einthoven/Goldberger)."""
-    i, ii = ecg8[0], ecg8[1]
-    return np.vstack([i, ii, ii - i, -(i + ii) / 2, i - ii / 2, ii - i / 2, ecg8[2:]])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json, atomic_write_text
+from ptbxl.constants import HELDOUT_FOLDS, TRAIN_FOLDS
 from server.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int,
 
     manifest = Manifest.load(rd.manifest_path)
     checkpoint = rd.checkpoints / "latest.pt"
-    conditions = conditions_like_dataset(manifest.dataset, n, seed=seed, folds=tuple(range(1, 9)))
+    conditions = conditions_like_dataset(manifest.dataset, n, seed=seed, folds=TRAIN_FOLDS)
     settings = SamplerSettings(sampler=sampler, steps=steps, seed=seed, eta=eta)
     signals, info = generate(checkpoint, conditions, settings)
     out = write_synthetic_dataset(rd.path / "synthetic", signals, conditions, info["label_codes"],
@@ -86,7 +87,7 @@ def write_fidelity(rd: RunDir, max_real: int = 1000) -> tuple[str, Path]:
         from ptbxl.layout import read_database
 
         meta = read_database(manifest.dataset)
-        pool = sorted(int(e) for e in meta.index[meta["strat_fold"].isin([9, 10])])
+        pool = sorted(int(e) for e in meta.index[meta["strat_fold"].isin(HELDOUT_FOLDS)])
         what = "held-out records (folds 9-10) of the dataset"
     else:
         pool = sorted(int(e) for c in manifest.clients for e in c.ecg_ids("train"))

@@ -25,6 +25,7 @@ import yaml
 
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
+from ptbxl.constants import TRAIN_FOLDS
 
 REPO = Path(__file__).resolve().parent.parent
 PHI = "Jane Doe, born 1961-02-03, MRN 0042317, diagnosis: acute anterior MI"
@@ -64,7 +65,7 @@ def _first_train_id(root: Path, site: int = 0) -> int:
     from ptbxl.layout import read_database
 
     meta = read_database(root)
-    return int(meta.index[(meta["site"] == site) & meta["strat_fold"].isin(range(1, 9))][0])
+    return int(meta.index[(meta["site"] == site) & meta["strat_fold"].isin(TRAIN_FOLDS)][0])
 
 
 # ---- the reader -----------------------------------------------------------------------------------------------

@@ -28,10 +28,11 @@ KEYS = (
 
 def demo_ecgs(n: int, seed: int, codes=("NORM",)) -> np.ndarray:
     """(n, 12, 1000) mV from the built-in demo generator (dipole model), 10 s at 100 Hz."""
-    from ptbxl.synth import full_12_leads, synth_ecg8
+    from ptbxl.signals import derive_12_leads
+    from ptbxl.synth import synth_ecg8
 
     rng = np.random.default_rng(seed)
-    rows = [full_12_leads(synth_ecg8({codes[i % len(codes)]}, 60.0, i % 2, int(FS), 10.0, rng)) for i in range(n)]
+    rows = [derive_12_leads(synth_ecg8({codes[i % len(codes)]}, 60.0, i % 2, int(FS), 10.0, rng)) for i in range(n)]
     return np.stack(rows).astype(np.float32)
 
 

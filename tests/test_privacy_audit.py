@@ -5,6 +5,7 @@ import pytest
 
 from fedecg.errors import FedECGError
 from privacy.audit import AuditConfig, dcr_tests, memorization_audit
+from ptbxl.constants import TEST_FOLDS, TRAIN_FOLDS, VAL_FOLDS
 
 
 def _population(n, seed, t=250):
@@ -112,7 +113,7 @@ def test_planted_memorization_on_real_ptbxl(ptbxl_dir):
     meta = read_database(ptbxl_dir)
     ids = {
         s: meta.index[meta["strat_fold"].isin(f)].tolist()
-        for s, f in {"train": range(1, 9), "val": [9], "test": [10]}.items()
+        for s, f in {"train": TRAIN_FOLDS, "val": VAL_FOLDS, "test": TEST_FOLDS}.items()
     }
     train = np.asarray(load_arrays(ptbxl_dir, ids["train"]).x)
     holdout = np.asarray(load_arrays(ptbxl_dir, ids["test"]).x)

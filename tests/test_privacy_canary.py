@@ -16,6 +16,7 @@ from privacy.canary import (
     p_value,
     write_canary_dataset,
 )
+from ptbxl.constants import TRAIN_FOLDS
 
 
 def test_pure_dp_p_value_is_binomial_tail():
@@ -114,7 +115,7 @@ def test_canaries_are_out_of_distribution_and_written_as_records(demo_ptbxl, tmp
     assert ids[1] == ids[3] == -1 and ids[0] > 0 and ids[2] == ids[0] + 1
     meta = read_database(tmp_path / "can")
     assert len(meta) == len(read_database(demo_ptbxl)) + 2
-    assert meta.loc[ids[0], "strat_fold"] in range(1, 9)
+    assert meta.loc[ids[0], "strat_fold"] in TRAIN_FOLDS
     arr = load_arrays(tmp_path / "can", [ids[0], ids[2]])
     np.testing.assert_allclose(arr.x, x[[0, 2]], atol=1e-3)  # 1 µV quantisation
 

@@ -6,7 +6,8 @@ from ptbxl.constants import REQUIRED_COLUMNS
 from ptbxl.dataset import load_arrays
 from ptbxl.demo import make_demo_dataset
 from ptbxl.layout import read_database
-from ptbxl.synth import full_12_leads, synth_ecg8
+from ptbxl.signals import derive_12_leads
+from ptbxl.synth import synth_ecg8
 
 
 def _heart_rate(lead: np.ndarray, fs: int) -> float:
@@ -92,7 +93,7 @@ def test_bundle_branch_block_widens_qrs():
 
 def test_synthetic_limb_leads_are_einthoven_consistent():
     ecg8 = synth_ecg8({"IMI"}, 70, 1, 100, 10.0, np.random.default_rng(0))
-    full = full_12_leads(ecg8)
+    full = derive_12_leads(ecg8)
     np.testing.assert_allclose(full[2], full[1] - full[0])
     np.testing.assert_allclose(full[3] + full[4] + full[5], 0.0, atol=1e-12)
 

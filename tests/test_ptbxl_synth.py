@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import ptbxl.synth as synth
-from ptbxl.synth import LEAD_MATRIX, full_12_leads, synth_ecg8
+from ptbxl.signals import derive_12_leads
+from ptbxl.synth import LEAD_MATRIX, synth_ecg8
 
 LABEL_SETS = [{"NORM", "SR"}, {"AFIB", "ISC_"}, {"CLBBB", "SR"}, {"IMI", "QWAVE", "SR"}, {"PVC", "SR"}]
 
@@ -23,7 +24,7 @@ def _limb_identity_errors(sig12: np.ndarray) -> dict[str, np.ndarray]:
 def test_limb_leads_obey_einthoven_in_memory(codes):
     ecg8 = synth_ecg8(codes, 63.0, 1, 500, 10.0, np.random.default_rng([3, len(codes)]))
     assert ecg8.shape == (8, 5000) and np.isfinite(ecg8).all()
-    sig12 = full_12_leads(ecg8)
+    sig12 = derive_12_leads(ecg8)
     assert sig12.shape == (12, 5000)
     np.testing.assert_array_equal(sig12[[0, 1]], ecg8[:2])
     np.testing.assert_array_equal(sig12[6:], ecg8[2:])

@@ -16,6 +16,7 @@ from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
 from privacy.policy import SitePolicy, decide, simulated_node_config
+from ptbxl.constants import TRAIN_FOLDS
 from ptbxl.partition import Manifest
 from server.loop import ServerSettings, run_federation
 from server.prepare import prepare_run
@@ -212,7 +213,7 @@ def test_three_runs_exhaust_the_site_lifetime_budget(tmp_path, demo_ptbxl):
 
     folder = split_sites(demo_ptbxl, tmp_path / "sites")[0]  # one hospital's own PTB-XL folder
     meta = read_database(folder.path)
-    n_patients = int(meta[meta["strat_fold"].isin(range(1, 9))]["patient_id"].nunique())
+    n_patients = int(meta[meta["strat_fold"].isin(TRAIN_FOLDS)]["patient_id"].nunique())
     q = poisson_rate(n_patients, 4)
     eps = [compute_epsilon([(1.0, q, 2 * k)], 1e-5) for k in (1, 2, 3)]  # lifetime after 1, 2, 3 runs
     cap = (eps[1] + eps[2]) / 2

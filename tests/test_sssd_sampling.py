@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from fedecg.device import torch_threads
+from ptbxl.signals import derive_12_leads
 from sssd.config import model_preset
 from sssd.diffusion import Schedule
 from sssd.model import SSSDDenoiser
-from sssd.sampling import ddim_timesteps, derive_12_leads, resolve_precision
+from sssd.sampling import ddim_timesteps, resolve_precision
 from sssd.sampling import sample as sample_any_precision
 
 
@@ -34,16 +35,6 @@ def _cond(b=3):
     labels = torch.zeros(b, 71)
     labels[:, 5] = 1
     return labels, torch.zeros(b, 4), torch.tensor([[1.0, 1.0, 0.0, 0.0]] * b)
-
-
-def test_derive_12_leads_formulas():
-    x8 = torch.randn(2, 8, 10)
-    x12 = derive_12_leads(x8)
-    i, ii = x8[:, 0], x8[:, 1]
-    assert x12.shape == (2, 12, 10)
-    assert torch.allclose(x12[:, 2], ii - i) and torch.allclose(x12[:, 3], -(i + ii) / 2)
-    assert torch.allclose(x12[:, 4], i - ii / 2) and torch.allclose(x12[:, 5], ii - i / 2)
-    assert torch.equal(x12[:, 6:], x8[:, 2:])
 
 
 def test_ddim_timesteps():

@@ -59,6 +59,7 @@ def fidelity(
     from evaluation.report import FidelityConfig, fidelity_report
     from fedecg.device import choose_device
     from fedecg.io import atomic_write_json
+    from ptbxl.constants import TRAIN_FOLDS
 
     _quiet_for_json(as_json)
     real_set = load_ecg_set(real, max_records=max_real, folds=_folds(real_folds), seed=seed)
@@ -66,7 +67,7 @@ def fidelity(
     clf_train = None
     if classifier is None and real.is_dir() and real_folds:
         # FID embedding network: trained on the folder's training folds, held out from the evaluated folds
-        train_folds = tuple(f for f in range(1, 9) if f not in (_folds(real_folds) or ()))
+        train_folds = tuple(f for f in TRAIN_FOLDS if f not in (_folds(real_folds) or ()))
         if train_folds:
             clf_train = load_ecg_set(real, max_records=max_real, folds=train_folds, seed=seed)
     cfg = FidelityConfig(group_by=group_by, max_delineate=max_delineate, seed=seed)
