@@ -186,7 +186,7 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                     with warnings.catch_warnings():  # Opacus' hooks on a layer whose input needs no grad
                         warnings.filterwarnings("ignore", message="Full backward hook is firing")
                         loss.backward()
-                    if private:  # per-example gradients of the K-averaged loss (no-op for K = 1)
+                    if private:  # per-example gradients of the K-averaged loss, in float32 (clipping must be exact)
                         average_draws(model, n_examples, draws)
                     elif cfg.train.grad_clip > 0:
                         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)

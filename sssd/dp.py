@@ -6,6 +6,8 @@ Opacus falls back to functorch for ``S4DConv`` (correct, slower, more memory).""
 
 from __future__ import annotations
 
+import torch
+
 
 def register_grad_samplers() -> None:
     """Idempotently register ``sssd.s4.s4d_grad_sample`` for ``S4DConv`` with Opacus."""
@@ -30,12 +32,19 @@ def average_draws(module, batch: int, k: int) -> None:
 
     With Opacus' ``loss_reduction="mean"`` row i's grad_sample is ∇ℓ_i (the 1/(B k) of the mean is undone by the
     row count), so the result is ∇ (1/k) Σ_j ℓ_(b, j): the per-example gradient of the k-averaged loss, which the
-    DP optimizer then clips per *example* (accounting unchanged: one sampled example, one clipped gradient)."""
-    if k == 1:
-        return
+    DP optimizer then clips per *example* (accounting unchanged: one sampled example, one clipped gradient).
+
+    Every per-sample gradient is also brought to float32, for any k: under bf16 autocast Opacus computes the
+    gradients of autocast layers in bfloat16, and its clipping would then take their norms and scale them in
+    bfloat16, so a clipped gradient could exceed ``max_grad_norm`` by bf16 rounding (~2^-8): more sensitivity
+    than the accountant was told. In float32 the clipped norm is at most C (1 + ~1e-7)."""
     for p in module.parameters():
         gs = getattr(p, "grad_sample", None)
         if gs is None or not p.requires_grad:
+            continue
+        if hasattr(gs, "dtype") and gs.dtype != torch.float32:
+            p.grad_sample = gs = gs.float()
+        if k == 1:
             continue
         if not hasattr(gs, "shape") or gs.shape[0] != batch * k:
             raise RuntimeError(f"noise multiplicity: a per-sample gradient has {getattr(gs, 'shape', '?')} rows, "
