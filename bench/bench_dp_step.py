@@ -87,6 +87,22 @@ def _private(model, batch: int, data, lr: float = 2e-4, sigma: float = 1.0, clip
     return gsm, dp_opt
 
 
+def _dp_train_step(model, sched, opt, g, cfg, data, amp: bool, batch: int) -> None:
+    """What a site's DP step does: loss (bf16 autocast if ``amp``), backward, per-sample gradients to float32
+    (``sssd.dp.average_draws``, K = 1), clip + noise + Adam (the DPOptimizer)."""
+    import torch
+
+    from sssd.dp import average_draws
+    from sssd.losses import diffusion_loss
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        loss, _ = diffusion_loss(model, sched, *data, cfg, g)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    average_draws(model, batch, 1)
+    opt.step()
+
+
 def time_steps(preset, blocks, channels, batch: int, threads: int, precision: str, warmup: int, repeats: int,
                dataset: str | None = None) -> dict[str, Any]:
     """Median wall / CPU-per-thread seconds of the plain and the DP-SGD step (same model size, batch, precision)."""
@@ -106,7 +122,10 @@ def time_steps(preset, blocks, channels, batch: int, threads: int, precision: st
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for i in range(warmup + repeats):
                 w0, c0 = time.perf_counter(), time.process_time()
-                _train_step(model, sched, opt, g, cfg, data, amp, dev)
+                if kind == "dp":
+                    _dp_train_step(model, sched, opt, g, cfg, data, amp, batch)
+                else:
+                    _train_step(model, sched, opt, g, cfg, data, amp, dev)
                 if i >= warmup:
                     walls.append(time.perf_counter() - w0)
                     cpus.append((time.process_time() - c0) / threads)

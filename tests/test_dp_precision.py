@@ -62,3 +62,21 @@ def test_clipped_gradient_norm_never_exceeds_max_grad_norm_under_bf16(seed):
     assert clipped.dtype == torch.float32
     assert float(clipped.norm()) <= clip * (1 + 1e-6)
     assert float(clipped.norm()) >= clip * (1 - 1e-4)  # it was clipped, not zeroed
+
+
+def test_bench_dp_step_reports_timing_and_gradient_error(capsys):
+    import json
+    import math
+
+    from bench.bench_dp_step import main
+
+    main(["--preset", "tiny", "--batch", "4", "--precision", "bf16", "--warmup", "0", "--repeats", "1", "--json"])
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    t = doc["timing"]["bf16"]
+    assert t["dp_step_s"] > 0 and t["plain_step_s"] > 0 and t["dp_over_plain"] == pytest.approx(
+        t["dp_step_s"] / t["plain_step_s"], rel=1e-2)
+    err = doc["bf16_grad_error"]
+    assert 0 < err["per_sample_rel_err_median"] <= err["per_sample_rel_err_max"] < 1
+    assert math.isfinite(err["clipped_sum_err_over_noise_norm"])
+    with pytest.raises(SystemExit, match="fp16"):
+        main(["--precision", "fp16"])
