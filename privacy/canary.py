@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,28 +173,20 @@ def write_canary_dataset(
     seed: int = 0,
 ) -> list[int]:
     """Copy ``source``'s PTB-XL layout to ``dest`` (records symlinked) and add the included canaries as
-    train-fold WFDB records at random existing sites. Returns the canaries' ecg_ids (−1 for excluded ones)."""
+    train-fold WFDB records at random existing sites (``ptbxl.writer.write_ptbxl_folder``: the folder is
+    complete or absent). Returns the canaries' ecg_ids (−1 for excluded ones)."""
     import pandas as pd
 
-    from ptbxl.constants import ADC_GAIN, FS_HIGH, LEADS_12
+    from ptbxl.constants import DATABASE_CSV, FS, FS_HIGH, TRAIN_FOLDS
     from ptbxl.signals import derive_12_leads
+    from ptbxl.writer import write_ptbxl_folder
 
     source, dest = Path(source).resolve(), Path(dest)
-    csv = source / "ptbxl_database.csv"
+    csv = source / DATABASE_CSV
     if not csv.is_file():
-        raise FedECGError(f"{source}: not a PTB-XL-layout folder (no ptbxl_database.csv)")
+        raise FedECGError(f"{source}: not a PTB-XL-layout folder (no {DATABASE_CSV})")
     if dest.exists():
         raise FedECGError(f"{dest}: exists; choose a new folder for the canary dataset")
-    dest.mkdir(parents=True)
-    for item in source.iterdir():
-        if item.name in ("ptbxl_database.csv",):
-            continue
-        if item.name in ("records100", "records500"):
-            (dest / item.name).mkdir()
-            for sub in item.iterdir():
-                os.symlink(sub, dest / item.name / sub.name)
-        else:
-            os.symlink(item, dest / item.name)
     meta = pd.read_csv(csv)
     rng = np.random.default_rng(seed)
     sites = sorted(meta["site"].dropna().unique())
@@ -208,16 +199,13 @@ def write_canary_dataset(
             continue
         ecg_id = next_id + len(rows)
         lr, hr = f"records100/canary/{ecg_id:05d}_lr", f"records500/canary/{ecg_id:05d}_hr"
-        sig12 = derive_12_leads(canaries[i])
-        _write(dest / lr, sig12, 100, ADC_GAIN, list(LEADS_12))
-        _write(dest / hr, np.repeat(sig12, FS_HIGH // 100, axis=-1), FS_HIGH, ADC_GAIN, list(LEADS_12))
         codes = {label_codes[j]: 100.0 for j in np.flatnonzero(labels[i])}
         row = meta.iloc[0].to_dict()
         row.update(
             ecg_id=ecg_id,
             patient_id=next_patient + len(rows),
             site=float(rng.choice(sites)),
-            strat_fold=int(rng.integers(1, 9)),
+            strat_fold=TRAIN_FOLDS[int(rng.integers(len(TRAIN_FOLDS)))],
             scp_codes=str(codes),
             filename_lr=lr,
             filename_hr=hr,
@@ -228,24 +216,12 @@ def write_canary_dataset(
         )
         rows.append(row)
         ids.append(ecg_id)
-    out = pd.concat([meta, pd.DataFrame(rows)], ignore_index=True)
-    out.to_csv(dest / "ptbxl_database.csv", index=False)
+
+    def records():  # the included canaries, 12 leads at 100 Hz and (repeated) at 500 Hz
+        for i, row in zip(np.flatnonzero(included), rows, strict=True):
+            sig12 = derive_12_leads(canaries[i])
+            yield row["filename_lr"], sig12, FS
+            yield row["filename_hr"], np.repeat(sig12, FS_HIGH // FS, axis=-1), FS_HIGH
+
+    write_ptbxl_folder(dest, pd.concat([meta, pd.DataFrame(rows)], ignore_index=True), records(), link_from=source)
     return ids
-
-
-def _write(path: Path, sig12: np.ndarray, fs: int, gain: float, names: list[str]) -> None:
-    import wfdb
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digital = np.clip(np.round(sig12.T * gain), -32767, 32767).astype(np.int16)
-    wfdb.wrsamp(
-        path.name,
-        fs=fs,
-        units=["mV"] * 12,
-        sig_name=names,
-        d_signal=digital,
-        fmt=["16"] * 12,
-        adc_gain=[gain] * 12,
-        baseline=[0] * 12,
-        write_dir=str(path.parent),
-    )

@@ -3,5 +3,6 @@ data.
 
 Modules: ``constants``, ``layout`` (CSV files), ``signals`` (WFDB records, model view, lead derivation),
 ``labels``, ``demographics``, ``partition`` (clients + splits + manifest), ``dataset`` (arrays, torch
-Dataset), ``cache``, ``check`` (folder validation), ``download``, ``demo``/``synth`` (synthetic data).
+Dataset), ``cache``, ``check`` (folder validation), ``download``, ``writer`` (writes PTB-XL-layout folders),
+``demo``/``synth`` (synthetic data).
 """

@@ -12,8 +12,7 @@ and weight for ~57 % of records. Nothing in it is PTB-XL data.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,18 +21,16 @@ import pandas as pd
 
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_text
-from ptbxl.constants import ADC_GAIN, DATABASE_CSV, DURATION_S, FS, FS_HIGH, STATEMENTS_CSV
-from ptbxl.header import write_format16
+from ptbxl.constants import DURATION_S, FS, FS_HIGH
 from ptbxl.scp_table import statements_frame
 from ptbxl.signals import derive_12_leads
 from ptbxl.synth import synth_ecg8
+from ptbxl.writer import write_ptbxl_folder, write_record
 
 log = logging.getLogger(__name__)
 
 # Bumped whenever the generator's output changes (cached demo datasets are keyed by it).
 GENERATOR_VERSION = "dipole2"
-
-WFDB_LEAD_NAMES = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 # (weight, scp_codes) profiles; rhythm statements carry likelihood 0 as in PTB-XL.
 PROFILES: tuple[tuple[float, dict[str, float]], ...] = (
@@ -166,15 +163,10 @@ def synthesize_records(
         yield (derive_12_leads(hi8) if high_rate else None), derive_12_leads(lo8)
 
 
-def _write_record(path: Path, sig12: np.ndarray, fs: int) -> None:
-    digital = np.clip(np.round(sig12.T * ADC_GAIN), -32767, 32767).astype(np.int16)
-    write_format16(path.parent, path.name, digital, fs, WFDB_LEAD_NAMES, adc_gain=ADC_GAIN)
-
-
 def _write_chunk(tmp: Path, meta: pd.DataFrame, seed: int) -> int:
     for row, (hi12, lo12) in zip(meta.itertuples(index=False), synthesize_records(meta, seed), strict=True):
-        _write_record(tmp / row.filename_hr, hi12, FS_HIGH)
-        _write_record(tmp / row.filename_lr, lo12, FS)
+        write_record(tmp, row.filename_hr, hi12, FS_HIGH)
+        write_record(tmp, row.filename_lr, lo12, FS)
     return len(meta)
 
 
@@ -200,38 +192,24 @@ def make_demo_dataset(
     dest: str | Path, n_records: int = 480, n_sites: int = 5, seed: int = 0, overwrite: bool = False,
     workers: int = 0,
 ) -> Path:
-    """Write a synthetic PTB-XL-layout dataset to ``dest`` and return it (built in a temp folder, then
-    renamed).
+    """Write a synthetic PTB-XL-layout dataset to ``dest`` and return it (complete or not at all:
+    ``ptbxl.writer.write_ptbxl_folder``).
 
     ``workers``: processes that write the records (0 = one per CPU core). Raises FedECGError when ``dest``
     exists and is not empty (unless ``overwrite``) or the sizes are invalid."""
     dest = Path(dest)
     if n_records < n_sites or n_sites < 1:
         raise FedECGError(f"demo: need n_records >= n_sites >= 1 (got {n_records}, {n_sites})")
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise FedECGError(f"{dest}: exists and is not empty (pass overwrite=True / --overwrite)")
     rng = np.random.default_rng(seed)
     meta = demo_metadata(n_records, n_sites, rng)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        import os
+    readme = ("Synthetic demo data in PTB-XL's layout, written by "
+              f"ptbxl.demo.make_demo_dataset(n_records={n_records}, n_sites={n_sites}, seed={seed}). "
+              "Not PTB-XL data.\n")
 
-        _write_all(tmp, meta, seed, workers or os.cpu_count() or 1)
-        meta.to_csv(tmp / DATABASE_CSV, index=False)
-        statements_frame().to_csv(tmp / STATEMENTS_CSV)
-        atomic_write_text(tmp / "RECORDS", "".join(f"{f}\n" for f in meta["filename_lr"]))
-        atomic_write_text(
-            tmp / "README.md",
-            "Synthetic demo data in PTB-XL's layout, written by "
-            f"ptbxl.demo.make_demo_dataset(n_records={n_records}, n_sites={n_sites}, seed={seed}). "
-            "Not PTB-XL data.\n",
-        )
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    def fill(folder: Path) -> None:
+        _write_all(folder, meta, seed, workers or os.cpu_count() or 1)
+        atomic_write_text(folder / "README.md", readme)
+
+    write_ptbxl_folder(dest, meta, statements=statements_frame(), fill=fill, overwrite=overwrite)
     log.info("wrote %d demo records (%d sites) to %s", len(meta), n_sites, dest)
     return dest
