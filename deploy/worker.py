@@ -58,6 +58,7 @@ from client.worker_channel import (  # noqa: F401 - re-exported: the worker's si
     register,
     send_frames,
 )
+from deploy.processes import pid_alive
 
 log = logging.getLogger("fedecg.worker")
 
@@ -354,7 +355,7 @@ def supervise(args: argparse.Namespace, serve_argv: list[str]) -> int:
         child[:] = [proc]
         log.info("supervisor: started worker pid %d", proc.pid)
         while proc.poll() is None and not stopping.is_set():
-            if args.parent_pid and not _pid_alive(args.parent_pid):
+            if args.parent_pid and not pid_alive(args.parent_pid):
                 log.info("supervisor: parent %d is gone, stopping the worker", args.parent_pid)
                 stopping.set()
                 proc.terminate()
@@ -372,16 +373,6 @@ def supervise(args: argparse.Namespace, serve_argv: list[str]) -> int:
         stopping.wait(delay)
     log.info("supervisor: stopped")
     return 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,6 +206,21 @@ def test_supervisor_restarts_a_killed_worker_and_stops_cleanly(tmp_path):
             sup.kill()
 
 
+def test_supervisor_stops_when_its_parent_is_gone_even_as_a_zombie(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{parent.pid}/stat").read_text().split(") ")[1][0] != "Z":  # exited, not yet reaped
+        time.sleep(0.05)
+    log_file = tmp_path / "worker.log"
+    try:
+        sup = subprocess.run([sys.executable, "-m", "deploy.worker", "supervise", "--socket", str(tmp_path / "w.sock"),
+                              "--node-config", f"data-dir='{tmp_path}' site-name='s'", "--log", str(log_file),
+                              "--parent-pid", str(parent.pid)], cwd=Path(__file__).parent.parent, timeout=120)
+    finally:
+        parent.wait()
+    assert sup.returncode == 0
+    assert f"parent {parent.pid} is gone" in log_file.read_text()
+
+
 def _wait_health(sock: Path, not_pid: int | None = None, timeout: float = 180.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

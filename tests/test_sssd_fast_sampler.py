@@ -139,16 +139,23 @@ def test_logsnr_grid_has_exactly_steps_distinct_steps_from_zero_to_T(steps):
     assert all(a < b for a, b in zip(grid, grid[1:]))
 
 
-def test_matches_diffusers_dpmsolver_multistep_scheduler(problem):
+def _diffusers_dpmpp2m(sched: Schedule, steps: int, algorithm_type: str):
+    """diffusers' DPMSolverMultistepScheduler set up as our DPM-Solver++(2M) (same betas, midpoint 2nd order,
+    first order on the last step, ends at sigma 0), on our log-SNR grid of ``steps`` steps; skips the test
+    without diffusers."""
     diffusers = pytest.importorskip("diffusers")
+    ref = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=len(sched.betas), trained_betas=sched.betas.double().numpy(),
+        algorithm_type=algorithm_type, solver_order=2, solver_type="midpoint", lower_order_final=True,
+        final_sigmas_type="zero", prediction_type="epsilon")
+    ref.set_timesteps(timesteps=dpm_timesteps(sched, steps)[::-1])
+    return ref
+
+
+def test_matches_diffusers_dpmsolver_multistep_scheduler(problem):
     sched, eps, _, x_T, _, _ = problem
     for k in (3, 10, 20):
-        ref = diffusers.DPMSolverMultistepScheduler(
-            num_train_timesteps=200, trained_betas=sched.betas.double().numpy(), algorithm_type="dpmsolver++",
-            solver_order=2, solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero",
-            prediction_type="epsilon")
-        grid = dpm_timesteps(sched, k)
-        ref.set_timesteps(timesteps=grid[::-1])
+        ref = _diffusers_dpmpp2m(sched, k, "dpmsolver++")
         x = x_T.clone()
         for t in ref.timesteps:
             x = ref.step(eps(x, int(t)), t, x).prev_sample
@@ -302,14 +309,9 @@ def test_sde_is_seeded_through_sample():
 
 
 def test_sde_matches_diffusers(problem):
-    diffusers = pytest.importorskip("diffusers")
     sched, eps, _, x_T, _, _ = problem
     for k in (3, 10, 20):
-        ref = diffusers.DPMSolverMultistepScheduler(
-            num_train_timesteps=200, trained_betas=sched.betas.double().numpy(), algorithm_type="sde-dpmsolver++",
-            solver_order=2, solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero",
-            prediction_type="epsilon")
-        ref.set_timesteps(timesteps=dpm_timesteps(sched, k)[::-1])
+        ref = _diffusers_dpmpp2m(sched, k, "sde-dpmsolver++")
         gen, x = torch.Generator().manual_seed(9), x_T.clone()
         for t in ref.timesteps:  # our noise order: one z per step, drawn before the next step
             x = ref.step(eps(x, int(t)), t, x, variance_noise=torch.randn(x.shape, generator=gen)).prev_sample
