@@ -183,7 +183,8 @@ import client.app  # the ClientApp module Flower loads
 t0 = lap("import_client_app", t0)
 import torch  # noqa: F401
 from client.data import load_site_data
-from client.training import build_model, initial_weights_for_test, train_local, validate_local
+from client.training import initial_weights_for_test, train_local, validate_local
+from sssd.checkpoint import build_model
 t0 = lap("import_torch_training", t0)
 from fedecg import protocol as P
 from fedecg.config import ScenarioConfig, load_scenario

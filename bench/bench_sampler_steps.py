@@ -135,17 +135,14 @@ def heldout_reference(data: Path, max_real: int, seed: int) -> tuple[np.ndarray,
 
 def load_model(spec: str):
     """(model in eval mode, its ModelConfig, the Base) from ``sssd.pretrained.load_base`` (EMA weights)."""
-    import torch
 
+    from sssd.checkpoint import build_model
     from sssd.config import ModelConfig
-    from sssd.model import SSSDDenoiser
     from sssd.pretrained import load_base
 
     base = load_base(spec)
     cfg = ModelConfig.from_dict(base.model_config)
-    model = SSSDDenoiser(cfg)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in base.state.items()})
-    return model.eval(), cfg, base
+    return build_model(cfg, base.state).eval(), cfg, base
 
 
 def encoded_conditions(data: Path, n: int, seed: int):

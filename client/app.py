@@ -8,8 +8,9 @@ The site's privacy is its own. Its policy (privacy.policy) comes from its node c
 a request the policy forbids (DP off when required, σ below the site's minimum, another privacy unit or a
 larger δ, too many steps, a batch outside the allowed range, a round that would take the run's or the site's
 lifetime ε past its cap) is refused (status ``refused``, the reason in the reply's message and the site's log).
-With a target ε the site plans σ itself. Its lifetime ledger (client.ledger, one file per site) records each
-round's spend durably *before* training; every train reply carries the run's ε and the ledger's digest.
+With a target ε the site plans σ itself. Its lifetime ledger (privacy.ledger.LifetimeLedger in one file per
+site, through privacy.ledger.LedgerStore; a copy in ``context.state``) records each round's spend durably
+*before* training; every train reply carries the run's ε and the ledger's digest.
 Every outgoing reply passes the egress guard (client.egress): only parameters and allow-listed aggregate
 metrics leave the site.
 """
@@ -26,15 +27,17 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client.egress import egress_guard
-from client.ledger import STATE_KEY, LedgerStore, SiteLedger
 from client.worker_channel import forward_to_worker
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
+from privacy.ledger import LedgerStore, LifetimeLedger
 
 if TYPE_CHECKING:  # imported where used: fedecg.config pulls pandas
     from fedecg.config import ScenarioConfig
 
 log = logging.getLogger(__name__)
+
+STATE_KEY = "fedecg-ledger"  # ConfigRecord key in context.state: a copy of the site's ledger (its file is the truth)
 
 app = ClientApp(mods=[forward_to_worker, egress_guard])
 
@@ -44,6 +47,7 @@ def train(msg: Message, context: Context) -> Message:
     from client.data import load_site_data
     from client.training import train_local
     from fedecg.device import choose_device
+    from privacy.accounting import ledger_epsilon
     from privacy.policy import SitePolicy, decide
 
     node_config = site_node_config(context)
@@ -64,26 +68,26 @@ def train(msg: Message, context: Context) -> Message:
         if decision.refused:
             ledger.refuse(run_name, server_round, decision.refusal)
         elif decision.private:
-            run = ledger.open_run(run_name, policy.unit, n_units, decision.delta, cfg.dp.accountant)
+            ledger.open_run(run_name, policy.unit, n_units, decision.delta, cfg.dp.accountant)
             # pessimistic: the planned steps are paid before training starts, whatever happens next
             entry = ledger.record(run_name, server_round, decision.noise_multiplier, decision.sample_rate,
                                   decision.steps, cfg.dp.max_grad_norm)
-            recorded = (entry["round"], entry["recorded"])
-            if entry["repeat"]:
+            recorded = (entry.round, entry.recorded)
+            if entry.repeat:
                 log.warning("site %s: round %d of run %s is trained (and paid) again, time %d (a server resume "
-                            "or a lost reply)", site.name, server_round, run_name, entry["repeat"] + 1)
+                            "or a lost reply)", site.name, server_round, run_name, entry.repeat + 1)
         else:
-            ledger.open_run(run_name, policy.unit, n_units, policy.delta, cfg.dp.accountant
-                            ).non_private_rounds.append(server_round)
+            ledger.open_run(run_name, policy.unit, n_units, policy.delta, cfg.dp.accountant)
+            ledger.mark_non_private(run_name, server_round)
     _state_save(context, ledger)
     if decision.refused:
         log.warning("site %s refuses round %d of run %s: %s", site.name, server_round, run_name, decision.refusal)
         metrics = {P.NUM_EXAMPLES: 0.0, "refused": 1.0, "dp-enabled": 1.0 if cfg.dp.enabled else 0.0}
         run = ledger.run(run_name)
-        metrics.update({"epsilon": run.epsilon() if run is not None else 0.0,
+        metrics.update({"epsilon": ledger_epsilon(run) if run is not None else 0.0,
                         "delta": run.delta if run is not None else policy.delta})
         return _reply(msg, site.name, P.STATUS_REFUSED, decision.refusal, None, metrics,
-                      digest=run.digest() if run is not None and run.entries else None)
+                      digest=run.digest() if run is not None and run.history else None)
     if decision.private:
         log.info("site %s, round %d: DP-SGD with sigma %.4f (site's policy: %s)", site.name, server_round,
                  decision.noise_multiplier, policy.describe())
@@ -99,36 +103,20 @@ def train(msg: Message, context: Context) -> Message:
     digest = None
     if decision.private:
         with store.open(_state_copy(context)) as ledger:
-            run = ledger.run(run_name)
-            entry = next((e for e in run.entries if (e["round"], e["recorded"]) == recorded), None)
+            entry = ledger.mark_trained(run_name, *recorded, actual=result.dp_entry)
             if entry is None:
                 raise FedECGError(f"site {site.name}: the spend of round {server_round} vanished from {store.path} "
                                   "during training; not sending an update whose privacy cost is not recorded")
-            _trained(entry, result.dp_entry, site.name)
         _state_save(context, ledger)
+        run = ledger.run(run_name)
         digest = run.digest()
-        metrics.update({"epsilon": run.epsilon(), "delta": run.delta, "dp-steps": float(run.steps),
-                        "dp-sample-rate": entry["sample_rate"], "dp-noise-multiplier": entry["noise_multiplier"],
-                        "dp-max-grad-norm": entry["max_grad_norm"], "dp-rounds": float(len(run.entries)),
-                        "dp-units": float(run.n_units), "dp-patient-level": 1.0 if run.unit == "patient" else 0.0,
-                        "dp-run-min-noise-multiplier": min(float(e["noise_multiplier"]) for e in run.entries),
-                        "dp-run-max-sample-rate": max(float(e["sample_rate"]) for e in run.entries)})
+        metrics.update({"epsilon": ledger_epsilon(run), "delta": run.delta, "dp-steps": float(run.steps),
+                        "dp-sample-rate": entry.sample_rate, "dp-noise-multiplier": entry.noise_multiplier,
+                        "dp-max-grad-norm": entry.max_grad_norm, "dp-rounds": float(len(run.history)),
+                        "dp-units": float(run.n_records), "dp-patient-level": 1.0 if run.unit == "patient" else 0.0,
+                        "dp-run-min-noise-multiplier": min(float(e.noise_multiplier) for e in run.history),
+                        "dp-run-max-sample-rate": max(float(e.sample_rate) for e in run.history)})
     return _reply(msg, site.name, P.STATUS_OK, "", result.state, metrics, digest=digest)
-
-
-def _trained(entry: dict, actual: dict | None, site: str) -> dict:
-    """Mark a recorded entry trained. Should training have used a larger q, more steps or a smaller σ than
-    recorded (it never does: both come from the same numbers), the entry takes the worse of each."""
-    entry["state"] = "trained"
-    if actual is not None:
-        worse = {"sample_rate": max(entry["sample_rate"], float(actual["sample_rate"])),
-                 "steps": max(int(entry["steps"]), int(actual["steps"])),
-                 "noise_multiplier": min(entry["noise_multiplier"], float(actual["noise_multiplier"]))}
-        if any(worse[k] != entry[k] for k in worse):
-            log.error("site %s: training spent %s, more than recorded %s; the ledger keeps the worse of each",
-                      site, {k: actual[k] for k in worse}, {k: entry[k] for k in worse})
-            entry.update(worse)
-    return entry
 
 
 @app.evaluate()
@@ -191,7 +179,7 @@ def _state_copy(context: Context) -> dict | None:
     return None
 
 
-def _state_save(context: Context, ledger: SiteLedger) -> None:
+def _state_save(context: Context, ledger: LifetimeLedger) -> None:
     context.state.config_records[STATE_KEY] = ConfigRecord({"json": json.dumps(ledger.to_dict())})
 
 

@@ -113,7 +113,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 _AREAS = (  # (path prefix relative to the project, error class), most specific first
     ("client/data.py", "data"), ("ptbxl/", "data"),
     ("fedecg/config.py", "config"), ("sssd/config.py", "config"),
-    ("client/ledger.py", "privacy"), ("privacy/policy.py", "privacy"), ("privacy/", "privacy"),
+    ("privacy/policy.py", "privacy"), ("privacy/", "privacy"),
     ("client/training.py", "training"), ("sssd/", "training"),
 )
 

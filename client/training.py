@@ -28,6 +28,7 @@ from fedecg.config import ScenarioConfig
 from fedecg.seeds import derive_seed
 from fedecg.specs import parse_trainable
 from privacy.accounting import poisson_rate  # noqa: F401 - the sites' sampling rate (one definition)
+from sssd.checkpoint import build_model
 from sssd.dp import average_draws, repeat_draws
 from sssd.peft import apply_trainable, count_trainable, reply_state
 
@@ -73,15 +74,6 @@ def _physical_batches(loader, optimizer, cfg: ScenarioConfig, private: bool):
     from opacus.utils.batch_memory_manager import BatchMemoryManager
 
     return BatchMemoryManager(data_loader=loader, max_physical_batch_size=phys, optimizer=optimizer)
-
-
-def build_model(model_cfg, state: dict[str, np.ndarray] | None, device: torch.device):
-    from sssd.model import SSSDDenoiser
-
-    model = SSSDDenoiser(model_cfg)
-    if state is not None:
-        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
-    return model.to(device)
 
 
 def initial_weights_for_test(cfg: ScenarioConfig) -> dict[str, np.ndarray]:

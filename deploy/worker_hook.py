@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_LEDGER = "from client.ledger import STATE_KEY, LedgerStore, SiteLedger\n"
+_LEDGER = "from privacy.ledger import LedgerStore, LifetimeLedger\n"
 _DOC = '    """The run configuration the server sent, validated (a malformed message gets a clear error)."""\n'
 HOOK_EDITS = (  # (old, new) on client/app.py: forward train/evaluate to the worker; no fedecg.config at import
     ("from pathlib import Path\n", "from pathlib import Path\nfrom typing import TYPE_CHECKING\n"),

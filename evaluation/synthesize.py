@@ -17,8 +17,6 @@ global weights).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,7 +142,7 @@ def generate(
 
     from ptbxl.demographics import encode_demographics
     from ptbxl.labels import LabelVocab
-    from sssd.checkpoint import build_model, load_checkpoint, preferred_state
+    from sssd.checkpoint import load_checkpoint, model_from_checkpoint, preferred_state
     from sssd.diffusion import Schedule
     from sssd.sampling import sample
 
@@ -158,7 +156,7 @@ def generate(
         )
     labels = vocab.encode_many(conditions.scp_codes)
     demo, mask = encode_demographics(conditions.demographics)
-    model, cfg = build_model(ckpt, device, ema=settings.ema)
+    model, cfg = model_from_checkpoint(ckpt, device, ema=settings.ema)
     _, weights = preferred_state(ckpt, ema=settings.ema)
     schedule = Schedule.from_config(cfg, device)
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
@@ -208,54 +206,45 @@ def write_synthetic_dataset(
     pngs: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Write the PTB-XL-layout folder described in the module docstring (built in a temporary folder, then
-    renamed into place). Returns ``out``."""
+    """Write the PTB-XL-layout folder described in the module docstring (complete or not at all:
+    ``ptbxl.writer.write_ptbxl_folder``). Returns ``out``."""
     from evaluation.plots import plot_ecg, plot_ecg_grid
-    from fedecg.io import atomic_write_json, atomic_write_text
-    from ptbxl.constants import DATABASE_CSV, FS_HIGH, STATEMENTS_CSV
+    from fedecg.io import atomic_write_json
+    from ptbxl.constants import FS_HIGH
+    from ptbxl.writer import write_ptbxl_folder
 
     out = Path(out)
     if signals.ndim != 3 or signals.shape[1] != 12 or len(signals) != len(conditions):
         raise FedECGError(f"signals {signals.shape} do not match {len(conditions)} conditions x 12 leads")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FedECGError(f"{out}: exists and is not empty (use --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        meta = _database(conditions)
-        for sig, row in zip(signals, meta.itertuples(index=False), strict=True):
-            _write_wfdb(tmp / row.filename_lr, sig, fs)
-            _write_wfdb(tmp / row.filename_hr, _upsample(sig, fs, FS_HIGH), FS_HIGH)
-        meta.to_csv(tmp / DATABASE_CSV, index=False)
-        _statements(label_codes).to_csv(tmp / STATEMENTS_CSV)
-        atomic_write_text(tmp / "RECORDS", "".join(f"{f}\n" for f in meta["filename_lr"]))
+    meta = _database(conditions)
+    rows = list(zip(signals, meta.itertuples(index=False), strict=True))
+
+    def records():  # each ECG at fs and, upsampled, at 500 Hz (records500/ only completes the layout)
+        for sig, row in rows:
+            yield row.filename_lr, sig, fs
+            yield row.filename_hr, _upsample(sig, fs, FS_HIGH), FS_HIGH
+
+    def fill(folder: Path) -> None:  # the arrays, the plots and the provenance beside the records
         labels = np.stack(
             [[1.0 if c in codes else 0.0 for c in label_codes] for codes in conditions.scp_codes]
         )
         demo = conditions.demographics
         np.savez_compressed(
-            tmp / "synthetic.npz",
+            folder / "synthetic.npz",
             signals=signals.astype(np.float32),
             ecg_ids=meta["ecg_id"].to_numpy(),
             labels=labels.astype(np.float32),
             label_codes=np.array(list(label_codes)),
             **{c: demo[c].to_numpy(dtype=float) for c in ("age", "sex", "height", "weight")},
         )
-        titles = [
-            _title(r, codes)
-            for r, codes in zip(meta.itertuples(index=False), conditions.scp_codes, strict=True)
-        ]
+        titles = [_title(r, codes) for (_, r), codes in zip(rows, conditions.scp_codes, strict=True)]
         if pngs:
             for sig, ecg_id, title in zip(signals, meta["ecg_id"], titles, strict=True):
-                plot_ecg(sig, tmp / "png" / f"{ecg_id:05d}.png", fs=fs, title=title)
-        plot_ecg_grid(signals[:16], tmp / "grid.png", titles=titles[:16], fs=fs)
-        atomic_write_json(tmp / "synthesis.json", {**(provenance or {}), "n": len(conditions), "fs": fs})
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                plot_ecg(sig, folder / "png" / f"{ecg_id:05d}.png", fs=fs, title=title)
+        plot_ecg_grid(signals[:16], folder / "grid.png", titles=titles[:16], fs=fs)
+        atomic_write_json(folder / "synthesis.json", {**(provenance or {}), "n": len(conditions), "fs": fs})
+
+    write_ptbxl_folder(out, meta, records(), statements=_statements(label_codes), fill=fill, overwrite=overwrite)
     log.info("wrote %d synthetic ECGs to %s", len(conditions), out)
     return out
 
@@ -300,26 +289,6 @@ def _upsample(sig: np.ndarray, fs: int, fs_high: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     return resample_poly(sig, fs_high // fs, 1, axis=-1).astype(np.float32)
-
-
-def _write_wfdb(path: Path, sig12: np.ndarray, fs: int) -> None:
-    import wfdb
-
-    from ptbxl.constants import ADC_GAIN, LEADS_12
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digital = np.clip(np.round(np.nan_to_num(sig12).T * ADC_GAIN), -32767, 32767).astype(np.int16)
-    wfdb.wrsamp(
-        path.name,
-        fs=fs,
-        units=["mV"] * 12,
-        sig_name=[n.upper() if n.startswith("a") else n for n in LEADS_12],
-        d_signal=digital,
-        fmt=["16"] * 12,
-        adc_gain=[ADC_GAIN] * 12,
-        baseline=[0] * 12,
-        write_dir=str(path.parent),
-    )
 
 
 def _title(row, codes: dict) -> str:

@@ -153,10 +153,10 @@ def load_corpus(s: PretrainSettings):
 def pretrain(s: PretrainSettings) -> dict:
     """Run (or resume) pretraining; returns the model card (also written next to ``s.out``)."""
     from fedecg.device import choose_device, torch_threads
+    from sssd.checkpoint import build_model
     from sssd.config import model_preset
     from sssd.diffusion import Schedule
     from sssd.losses import diffusion_loss
-    from sssd.model import SSSDDenoiser
 
     s.validate()
     out = Path(s.out)
@@ -176,15 +176,15 @@ def pretrain(s: PretrainSettings) -> dict:
         demo_all = torch.from_numpy(np.ascontiguousarray(arrays.demo, dtype=np.float32))
         mask_all = torch.from_numpy(np.ascontiguousarray(arrays.demo_mask, dtype=np.float32))
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s.seed)
-            model = SSSDDenoiser(model_cfg.replace(init_seed=s.seed))
-        init_info = None
+        base, init_info = None, None
         if s.init and not s.resume:
             from sssd.pretrained import load_base
 
-            base = load_base(s.init, model_config=model_cfg)
-            model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in base.state.items()})
+            base = load_base(s.init, model_config=model_cfg)  # checks the weights; global RNG untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)
+            model = build_model(model_cfg.replace(init_seed=s.seed), None if base is None else base.state)
+        if base is not None:
             init_info = {"path": str(base.path), "sha256": base.sha256, "weights": base.weights,
                          "steps": (base.card.get("training") or {}).get("steps")}
             log.info("pretrain: starting from %s (%s weights)", base.path, base.weights)
@@ -403,7 +403,7 @@ def _realism(out: Path, s: PretrainSettings, device) -> dict:
     from pretraining.corpus import folder_corpus, synthetic_corpus
     from ptbxl.constants import HELDOUT_FOLDS
     from ptbxl.signals import derive_12_leads
-    from sssd.checkpoint import build_model, load_checkpoint
+    from sssd.checkpoint import load_checkpoint, model_from_checkpoint
     from sssd.diffusion import Schedule
     from sssd.sampling import sample
 
@@ -413,7 +413,7 @@ def _realism(out: Path, s: PretrainSettings, device) -> dict:
     else:
         ref, _ = folder_corpus(s.dataset, folds=HELDOUT_FOLDS)
         ref_name = f"folds 9-10 of {s.dataset}"
-    model, cfg = build_model(load_checkpoint(out), device, ema=True)
+    model, cfg = model_from_checkpoint(load_checkpoint(out), device, ema=True)
     k = min(s.eval_samples, len(ref))
     cond = slice(0, k)
     t0 = time.perf_counter()

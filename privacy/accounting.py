@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedecg.errors import FedECGError
-from privacy.ledger import PrivacyLedger, SiteLedger
+from privacy.ledger import LifetimeLedger, PrivacyLedger, SiteLedger
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +352,25 @@ def _site_key(item: tuple[str, object]) -> tuple[int, str]:
 def epsilon_over_rounds(entry: SiteLedger, accountant: str = "rdp") -> list[tuple[int, float]]:
     """Cumulative ε(δ) of one site after each round it took part in: ``[(round, ε), ...]``."""
     return [(r, compute_epsilon(entry.mechanism_history(up_to_round=r), entry.delta, accountant)) for r in entry.rounds]
+
+
+def ledger_epsilon(ledger: SiteLedger | None, delta: float | None = None, accountant: str | None = None,
+                   extra: History = ()) -> float:
+    """ε at ``delta`` (default: the ledger's δ) of one site's history in one run plus ``extra`` planned steps
+    ``[(σ, q, steps), ...]``, with ``accountant`` (default: the ledger's). ``ledger`` None: a run without
+    entries yet (then ``delta`` and ``accountant`` are required)."""
+    if ledger is None:
+        if delta is None or accountant is None:
+            raise FedECGError("ledger_epsilon: a run without a ledger needs delta and accountant")
+        return compute_epsilon(list(extra), delta, accountant)
+    return compute_epsilon(ledger.mechanism_history() + list(extra), delta or ledger.delta,
+                           accountant or ledger.accountant)
+
+
+def lifetime_epsilon(ledger: LifetimeLedger, delta: float, extra: History = ()) -> float:
+    """ε at ``delta`` of every DP-SGD step a site took in any run (its LifetimeLedger) plus ``extra``, composed
+    with the RDP accountant (whatever each run's own accountant)."""
+    return compute_epsilon(ledger.lifetime_history() + list(extra), delta, "rdp")
 
 
 def plan_noise_multiplier(

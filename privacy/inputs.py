@@ -175,11 +175,11 @@ def as_model_view(x: np.ndarray, source: str = "signals") -> np.ndarray:
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu"):
     """(model, schedule, model config) of a checkpoint (EMA weights when present)."""
-    from sssd.checkpoint import build_model, load_checkpoint
+    from sssd.checkpoint import load_checkpoint, model_from_checkpoint
     from sssd.diffusion import Schedule
 
     ckpt = load_checkpoint(checkpoint)
-    model, cfg = build_model(ckpt, device)
+    model, cfg = model_from_checkpoint(ckpt, device)
     return model, Schedule.from_config(cfg, device), cfg
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
+from privacy.ledger import LifetimeLedger
 
 POLICY_FILE_KEY = P.NODE_PRIVACY_POLICY  # node config: path of the site's policy file
 SIMULATED_NODE_CONFIG_ENV = "FEDECG_SIMULATED_NODE_CONFIG"  # Simulation Engine only: see write_simulated_node_configs
@@ -239,10 +240,10 @@ class Decision:
         return self.refusal is not None
 
 
-def decide(policy: SitePolicy, cfg, n_units: int, ledger, run_name: str) -> Decision:
+def decide(policy: SitePolicy, cfg, n_units: int, ledger: LifetimeLedger, run_name: str) -> Decision:
     """Check the server's run config ``cfg`` (a ScenarioConfig) against ``policy`` and the site's lifetime
-    ``ledger`` (client.ledger.SiteLedger) for the next round of run ``run_name``."""
-    from privacy.accounting import plan_site, poisson_rate
+    ``ledger`` (privacy.ledger.LifetimeLedger) for the next round of run ``run_name``."""
+    from privacy.accounting import ledger_epsilon, lifetime_epsilon, plan_site, poisson_rate
 
     dp, steps, batch = cfg.dp, cfg.train.local_steps, cfg.train.batch_size
     if not dp.enabled:
@@ -257,7 +258,7 @@ def decide(policy: SitePolicy, cfg, n_units: int, ledger, run_name: str) -> Deci
         return Decision(f"the server asked for delta={dp.delta:.2e}, above the site's delta {policy.delta:.2e}")
     run = ledger.run(run_name)
     delta = dp.delta if dp.delta > 0 else policy.delta
-    if run is not None and run.entries:
+    if run is not None and run.history:
         if run.unit != dp.unit:
             return Decision(f"this run is accounted per {run.unit} in the site's ledger; the server now asks for "
                             f"dp.unit={dp.unit} (one run keeps one privacy unit)")
@@ -285,10 +286,10 @@ def decide(policy: SitePolicy, cfg, n_units: int, ledger, run_name: str) -> Deci
         if sigma < policy.min_noise_multiplier:
             return Decision(f"the server asked for noise multiplier {sigma:g}, below the site's "
                             f"min-noise-multiplier {policy.min_noise_multiplier:g}")
-    extra = [{"noise_multiplier": sigma, "sample_rate": q, "steps": steps}]
-    spent = run.epsilon() if run is not None else 0.0
+    extra = [(sigma, q, steps)]
+    spent = ledger_epsilon(run) if run is not None else 0.0
     done = run.steps if run is not None else 0
-    projected = ledger.run_epsilon(run_name, delta, dp.accountant, extra=extra)
+    projected = ledger_epsilon(run, delta, dp.accountant, extra=extra)
     server_budget = dp.budget_epsilon or dp.target_epsilon
     if server_budget > 0 and projected > server_budget + SERVER_BUDGET_TOLERANCE:
         return Decision(f"privacy budget spent: epsilon would reach {projected:.3f} > budget {server_budget:.3f} "
@@ -296,7 +297,7 @@ def decide(policy: SitePolicy, cfg, n_units: int, ledger, run_name: str) -> Deci
     if projected > policy.max_epsilon_run * (1 + 1e-9):
         return Decision(f"privacy budget spent: epsilon would reach {projected:.3f} > the site's max-epsilon-run "
                         f"{policy.max_epsilon_run:g} at delta={delta:.2e} (already {spent:.3f} after {done} steps)")
-    lifetime = ledger.lifetime_epsilon(policy.delta, extra=extra)
+    lifetime = lifetime_epsilon(ledger, policy.delta, extra=extra)
     if lifetime > policy.max_epsilon_lifetime * (1 + 1e-9):
         return Decision(f"lifetime privacy budget spent: epsilon over all {len(ledger.runs)} run(s) at this site "
                         f"would reach {lifetime:.3f} > the site's max-epsilon-lifetime "

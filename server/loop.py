@@ -28,11 +28,11 @@ import numpy as np
 from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
-from fedecg.io import append_jsonl, atomic_write_json
-from privacy.ledger import DIGEST_RE
+from fedecg.io import append_jsonl
+from privacy.ledger import DIGEST_RE, LedgerEntry, PrivacyLedger, SiteLedger, ledger_from_dict, save_ledger
 from server.ema import update_ema
 from server.robust import aggregation_replies, parse_robust
-from server.rundir import CHECKPOINT_FORMAT, RunDir, check_resume_config
+from server.rundir import RunDir, check_resume_config
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.validation import (
     ExampleCounts,
@@ -88,9 +88,9 @@ def initial_state(cfg: ScenarioConfig, base=None) -> dict[str, np.ndarray]:
 
             base = load_base(cfg.init, cfg.model.resolve())
         return {k: np.array(v, copy=True) for k, v in base.state.items()}
-    from sssd.model import SSSDDenoiser
+    from sssd.checkpoint import build_model
 
-    model = SSSDDenoiser(cfg.model.resolve())  # model.init_seed is derived from the root seed (fedecg.seeds)
+    model = build_model(cfg.model.resolve())  # model.init_seed is derived from the root seed (fedecg.seeds)
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
@@ -106,7 +106,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             check_resume_config(rd, cfg, ckpt)  # config.yaml must be the checkpoint's run_config
             start = int(ckpt["round"])
             weights = {k: v.detach().cpu().numpy() for k, v in ckpt["state_dict"].items()}
-            ledger = ckpt.get("privacy_ledger") or _new_ledger(cfg)
+            ledger = _resumed_ledger(cfg, ckpt, rd)
             base_info = check_base_unchanged(rd, cfg, ckpt.get("base"))
             ema = _resumed_ema(cfg, ckpt, weights)
             rd.truncate_metrics(start)
@@ -177,8 +177,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             if ema is not None:  # every round, after aggregation (an unchanged model pulls the EMA towards it)
                 ema = update_ema(ema, weights, cfg.strategy.ema_decay, rnd)
             site_metrics = _site_train_metrics(replies, verdicts)
-            _update_ledger(ledger, rnd, site_metrics, n_expected or len(site_metrics),
-                           cfg.strategy.client_dp_noise)
+            ledger = _update_ledger(ledger, rnd, site_metrics, n_expected or len(site_metrics),
+                                    cfg.strategy.client_dp_noise)
 
             arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})
             eval_msgs = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(base_config)), grid))
@@ -190,7 +190,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             payload = _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd, settings, ema, base_info)
             payload["example_counts"] = dict(counts.first_seen)  # deployment: the sites' first counts
             append_jsonl(rd.metrics_path, row)
-            atomic_write_json(rd.ledger_path, ledger)
+            save_ledger(rd.ledger_path, ledger)
             rd.save_checkpoint(rnd, payload, keep=cfg.output.keep_checkpoints)
             rd.write_status("running", round=rnd)
             _log_round(rnd, cfg.rounds, row)
@@ -288,13 +288,23 @@ def _expected_sites(rd: RunDir) -> int:
     return 0
 
 
-def _new_ledger(cfg: ScenarioConfig) -> dict:
+def _new_ledger(cfg: ScenarioConfig) -> PrivacyLedger:
     client_level = None
     if cfg.strategy.client_dp:  # user-level DP over sites (Flower's server-side fixed clipping)
-        client_level = {"delta": 0.0, "accountant": cfg.dp.accountant,
-                        "max_grad_norm": cfg.strategy.client_dp_clip, "n_records": 0, "history": []}
-    return {"delta_policy": "per site: dp.delta, or 1/n_site_train when 0",
-            "accountant": cfg.dp.accountant, "sites": {}, "client_level": client_level}
+        client_level = SiteLedger(site="client_level", delta=0.0, history=(), n_records=0,
+                                  max_grad_norm=cfg.strategy.client_dp_clip, accountant=cfg.dp.accountant,
+                                  unit="client")
+    return PrivacyLedger(delta_policy="per site: dp.delta, or 1/n_site_train when 0", accountant=cfg.dp.accountant,
+                         client_level=client_level)
+
+
+def _resumed_ledger(cfg: ScenarioConfig, ckpt: dict, rd: RunDir) -> PrivacyLedger:
+    """The run's ledger as the checkpoint holds it (validated; older checkpoints hold the same JSON form)."""
+    saved = ckpt.get("privacy_ledger")
+    if not saved:
+        return _new_ledger(cfg)
+    ledger = ledger_from_dict(saved, f"{rd.checkpoint_path(int(ckpt['round']))}: privacy_ledger")
+    return ledger if ledger.accountant is not None else dataclasses.replace(ledger, accountant=cfg.dp.accountant)
 
 
 def _site_train_metrics(replies, verdicts: list[Verdict]) -> dict[str, dict]:
@@ -340,45 +350,43 @@ def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names:
             dest["val-examples"] = float(metrics[P.NUM_EXAMPLES])
 
 
-def _update_ledger(ledger: dict, rnd: int, site_metrics: dict[str, dict], n_sites: int = 0,
-                   client_dp_noise: float = 0.0) -> None:
-    """Record what each DP site reported (rejected replies too: the site trained, the privacy cost is real):
-    this round's (σ, q, steps) plus the site's own cumulative ε, steps and ledger digest for the run. Steps the
-    site paid that never reached this ledger (a lost reply, a round re-run after a resume: its dp-steps exceed
-    what the history holds) become a ``gap`` entry at the run's smallest σ and largest q, so ε is never lower
-    than the site's own (privacy.accounting.reconcile checks it all)."""
+def _update_ledger(ledger: PrivacyLedger, rnd: int, site_metrics: dict[str, dict], n_sites: int = 0,
+                   client_dp_noise: float = 0.0) -> PrivacyLedger:
+    """The ledger with what each DP site reported this round (rejected replies too: the site trained, the privacy
+    cost is real): this round's (σ, q, steps) plus the site's own cumulative ε, steps and ledger digest for the
+    run. Steps the site paid that never reached this ledger (a lost reply, a round re-run after a resume: its
+    dp-steps exceed what the history holds) become a ``gap`` entry at the run's smallest σ and largest q, so ε is
+    never lower than the site's own (privacy.accounting.reconcile checks it all)."""
+    sites = dict(ledger.sites)
     for site, m in site_metrics.items():
         if m.get("dp-enabled") != 1.0 or "dp-noise-multiplier" not in m:
             continue
-        entry = ledger["sites"].setdefault(site, {"n_records": int(m.get("dp-units", m.get(P.NUM_EXAMPLES, 0))),
-                                                  "unit": "patient" if m.get("dp-patient-level") == 1.0
-                                                  else "record",
-                                                  "delta": m.get("delta"), "max_grad_norm":
-                                                  m.get("dp-max-grad-norm"), "accountant": ledger["accountant"],
-                                                  "history": []})
+        if site not in sites:
+            sites[site] = SiteLedger(site=site, delta=m.get("delta"), history=(),
+                                     n_records=int(m.get("dp-units", m.get(P.NUM_EXAMPLES, 0))),
+                                     max_grad_norm=m.get("dp-max-grad-norm"), accountant=ledger.accountant or "rdp",
+                                     unit="patient" if m.get("dp-patient-level") == 1.0 else "record")
         steps, reported = int(m.get("steps", 0)), m.get("dp-steps")
-        missing = 0 if reported is None else int(reported) - steps - sum(int(h["steps"]) for h in entry["history"])
+        missing = 0 if reported is None else int(reported) - steps - sites[site].steps
+        new = []
         if missing > 0:
             log.warning("round %d: site %s paid %d DP-SGD steps in this run that never reached the server (a lost "
                         "reply or a round re-run after a resume); accounted at the run's smallest sigma and "
                         "largest q", rnd, site, missing)
-            entry["history"].append({"round": rnd, "noise_multiplier": m.get("dp-run-min-noise-multiplier",
-                                                                            m["dp-noise-multiplier"]),
-                                     "sample_rate": m.get("dp-run-max-sample-rate", m["dp-sample-rate"]),
-                                     "steps": missing, "epsilon": None, "gap": True})
-        row = {"round": rnd, "noise_multiplier": m["dp-noise-multiplier"], "sample_rate": m["dp-sample-rate"],
-               "steps": steps, "epsilon": m.get("epsilon")}
-        if P.LEDGER_DIGEST in m:
-            row["digest"] = m[P.LEDGER_DIGEST]
-        if reported is not None:
-            row["reported_steps"] = int(reported)
-        entry["history"].append(row)
-    cl = ledger.get("client_level")
+            new.append(LedgerEntry(round=rnd, noise_multiplier=m.get("dp-run-min-noise-multiplier",
+                                                                     m["dp-noise-multiplier"]),
+                                   sample_rate=m.get("dp-run-max-sample-rate", m["dp-sample-rate"]), steps=missing,
+                                   gap=True))
+        new.append(LedgerEntry(round=rnd, noise_multiplier=m["dp-noise-multiplier"], sample_rate=m["dp-sample-rate"],
+                               steps=steps, epsilon=m.get("epsilon"), digest=m.get(P.LEDGER_DIGEST),
+                               reported_steps=None if reported is None else int(reported)))
+        sites[site] = sites[site].extended(new)
+    cl = ledger.client_level
     if cl is not None and n_sites > 0:  # one Gaussian mechanism per round over the federation's sites
-        cl["n_records"] = n_sites
-        cl["delta"] = 1.0 / n_sites
-        cl["history"].append({"round": rnd, "noise_multiplier": client_dp_noise,
-                              "sample_rate": min(1.0, len(site_metrics) / n_sites), "steps": 1})
+        cl = dataclasses.replace(cl, n_records=n_sites, delta=1.0 / n_sites).extended(
+            [LedgerEntry(round=rnd, noise_multiplier=client_dp_noise,
+                         sample_rate=min(1.0, len(site_metrics) / n_sites), steps=1)])
+    return dataclasses.replace(ledger, sites=sites, client_level=cl)
 
 
 def _weighted(site_metrics: dict[str, dict], key: str, weight: str) -> float | None:
@@ -405,14 +413,15 @@ def _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd: RunDir, setting
 
     from ptbxl.labels import LabelVocab
 
-    return {"format": CHECKPOINT_FORMAT, "round": rnd, "model_config": cfg.model.resolve().to_dict(),
+    # "format" is filled in by sssd.checkpoint.save_checkpoint, the one owner of the checkpoint format
+    return {"round": rnd, "model_config": cfg.model.resolve().to_dict(),
             "state_dict": {k: torch.from_numpy(np.array(v)) for k, v in weights.items()},
             "ema_state_dict": None if ema is None else {k: torch.from_numpy(np.array(v)) for k, v in ema.items()},
             "ema_decay": float(cfg.strategy.ema_decay),
             "base": dict(base_info) if base_info is not None else {"init": cfg.init, "sha256": None},
             "label_codes": list(LabelVocab.default().codes),
             "demographics": _demographics_spec(), "run_config": cfg.to_dict(),
-            "run_name": settings.run_name, "privacy_ledger": json.loads(json.dumps(ledger)),
+            "run_name": settings.run_name, "privacy_ledger": ledger.to_dict(),
             "strategy_state": strategy_state(strategy), "rng_state": {"python_random": random.getstate()},
             "manifest_path": str(rd.manifest_path) if rd.manifest_path.exists() else None}
 

@@ -25,7 +25,6 @@ from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json, atomic_write_text, read_jsonl
 
-CHECKPOINT_FORMAT = "fedecg-checkpoint/1"
 _ROUND_RE = re.compile(r"round-(\d{4,})\.pt$")
 
 

@@ -1,4 +1,6 @@
-"""Checkpoint files: atomic save, validated load, and building the denoiser from a checkpoint.
+"""The one checkpoint format (``CHECKPOINT_FORMAT``: atomic save, validated load) and the one model builder
+(``build_model``: a denoiser from a model config and, optionally, its weights; ``model_from_checkpoint`` picks
+the weights of a loaded checkpoint for it).
 
 Payload (docs/INTERFACES.md): ``{"format": "fedecg-checkpoint/1", "round", "model_config", "state_dict",
 "ema_state_dict" | None, "label_codes", "demographics", "run_config", "privacy_ledger", "rng_state",
@@ -10,14 +12,17 @@ payload values must be tensors, numbers, strings, bools, None and lists/dicts/tu
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_save
 from sssd.config import ModelConfig
+from sssd.model import SSSDDenoiser
 
 CHECKPOINT_FORMAT = "fedecg-checkpoint/1"
 REQUIRED_KEYS = ("format", "model_config", "state_dict")
@@ -73,17 +78,33 @@ def preferred_state(ckpt: dict[str, Any], ema: bool = True) -> tuple[dict[str, t
 
 
 def build_model(
-    ckpt: dict[str, Any], device: str | torch.device = "cpu", ema: bool = True
-) -> tuple[torch.nn.Module, ModelConfig]:
-    """(model in eval mode on ``device``, config) from a loaded checkpoint; EMA weights when present and
-    ``ema`` is true. Mismatched weights raise FedECGError."""
-    from sssd.model import SSSDDenoiser
+    config: ModelConfig | Mapping[str, Any],
+    state: Mapping[str, torch.Tensor | np.ndarray] | None = None,
+    device: str | torch.device = "cpu",
+) -> SSSDDenoiser:
+    """The one model builder: a denoiser of ``config`` (a ModelConfig or its dict) on ``device``, in training
+    mode, with ``state`` (tensors or numpy arrays) loaded strictly when given, else its seeded initialisation
+    (``model.init_seed``; the global RNG is untouched). Weights that do not fit the config raise FedECGError."""
+    cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(dict(config))
+    model = SSSDDenoiser(cfg)
+    if state is not None:
+        sd = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in state.items()}
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise FedECGError(f"weights do not match the model config: {str(exc).splitlines()[0]}") from exc
+    return model.to(device)
 
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any], device: str | torch.device = "cpu", ema: bool = True
+) -> tuple[SSSDDenoiser, ModelConfig]:
+    """(model in eval mode on ``device``, config) from a loaded checkpoint (:func:`build_model` of its
+    ``model_config``); EMA weights when present and ``ema`` is true. Mismatched weights raise FedECGError."""
     cfg = ModelConfig.from_dict(ckpt["model_config"])
     sd, _ = preferred_state(ckpt, ema)
-    model = SSSDDenoiser(cfg)
     try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        raise FedECGError(f"checkpoint weights do not match its model_config: {str(exc).splitlines()[0]}") from exc
-    return model.to(device).eval(), cfg
+        model = build_model(cfg, sd, device)
+    except FedECGError as exc:
+        raise FedECGError(f"checkpoint {exc}") from exc
+    return model.eval(), cfg

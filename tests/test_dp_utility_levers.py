@@ -41,7 +41,7 @@ def test_noise_multiplicity_per_sample_gradients_equal_brute_force(arrays, train
     checked against autograd on each example alone, for the full model and for LoRA adapters."""
     from opacus import GradSampleModule
 
-    from client.training import build_model
+    from sssd.checkpoint import build_model
     from sssd.diffusion import Schedule
     from sssd.dp import average_draws, register_grad_samplers, repeat_draws
     from sssd.losses import diffusion_loss

@@ -27,7 +27,7 @@ from server.prepare import PreparedRun, prepare_run
 from simulations.inprocess import InProcessGrid
 from simulations.runner import simulated_node_configs
 from sssd import pretrained
-from sssd.checkpoint import build_model, load_checkpoint, save_checkpoint
+from sssd.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from sssd.config import model_preset
 from sssd.model import SSSDDenoiser
 
@@ -221,7 +221,7 @@ def test_init_from_a_base_reaches_the_sites_and_is_recorded(tmp_path, demo_ptbxl
     ckpt = load_checkpoint(rd.checkpoints / "latest.pt")
     assert ckpt["base"] == {"init": where, "sha256": sha}
     assert ckpt["ema_state_dict"] is not None
-    model, _ = build_model(ckpt)  # synthesis and the audit build the EMA weights
+    model, _ = model_from_checkpoint(ckpt)  # synthesis and the audit build the EMA weights
     built = model.state_dict()["init_conv.weight"].numpy()
     assert np.array_equal(built, ckpt["ema_state_dict"]["init_conv.weight"].numpy())
 

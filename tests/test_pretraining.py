@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 import pretraining.train as pt
 from fedecg.errors import FedECGError
 from pretraining.corpus import PRETRAIN_CORPUS_SEED, synthetic_corpus
-from sssd.checkpoint import build_model, load_checkpoint
+from sssd.checkpoint import load_checkpoint, model_from_checkpoint
 from sssd.config import model_preset
 from sssd.model import SSSDDenoiser
 
@@ -212,7 +212,7 @@ def test_base_loads_for_federations_and_card_records_provenance(trained):
     cfg = model_preset(s.preset, **s.model_overrides)
     base = load_base(str(out), model_config=cfg)
     assert base.weights == "ema"
-    model, mcfg = build_model(load_checkpoint(out), "cpu", ema=True)
+    model, mcfg = model_from_checkpoint(load_checkpoint(out), "cpu", ema=True)
     assert mcfg.to_dict() == cfg.to_dict()
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), base.state[k])

@@ -15,10 +15,17 @@ import yaml
 from typer.testing import CliRunner
 
 from client.app import app as client_app
-from client.ledger import LEDGER_FILE, SiteLedger
-from privacy.accounting import compute_epsilon, reconcile, run_budget
-from privacy.ledger import LedgerEntry, entries_digest, ledger_from_dict, load_ledger
-from privacy.ledger import SiteLedger as RunSiteLedger
+from privacy.accounting import compute_epsilon, ledger_epsilon, reconcile, run_budget
+from privacy.ledger import (
+    SITE_LEDGER_FILE,
+    LedgerEntry,
+    LifetimeLedger,
+    PrivacyLedger,
+    SiteLedger,
+    entries_digest,
+    ledger_from_dict,
+    load_ledger,
+)
 from ptbxl.partition import Manifest
 from server.loop import ServerSettings, run_federation
 from server.prepare import PreparedRun, prepare_run
@@ -54,9 +61,10 @@ def _run(rd, n, **grid_kw):
                    ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True))
 
 
-def _site_run(rd, site):
-    data = json.loads((rd.path / "node-state" / site / LEDGER_FILE).read_text())
-    return SiteLedger.from_dict(data).run(rd.run_name())
+def _site_run(rd, site) -> SiteLedger:
+    """The site's own section for this run of its lifetime ledger (node-state/<site>/privacy-ledger.json)."""
+    data = json.loads((rd.path / "node-state" / site / SITE_LEDGER_FILE).read_text())
+    return LifetimeLedger.from_dict(data).run(rd.run_name())
 
 
 def _budget(run_dir: Path, *extra: str):
@@ -81,8 +89,8 @@ def finished_run(tmp_path_factory, demo_ptbxl) -> Path:
 # ---- reconcile, on hand-made ledgers ----------------------------------------------------------------------
 
 
-def _site(history, delta=1e-5) -> RunSiteLedger:
-    return RunSiteLedger(site="a", delta=delta, history=tuple(history))
+def _site(history, delta=1e-5) -> SiteLedger:
+    return SiteLedger(site="a", delta=delta, history=tuple(history))
 
 
 def _reported(entries):
@@ -139,9 +147,28 @@ def test_finished_run_reconciles_with_every_site(finished_run):
     for site, b in budget.sites.items():
         run = _site_run(rd, site)
         assert b.reconciliation.status == "ok" and b.reconciliation.checked == 2
-        assert b.epsilon == pytest.approx(run.epsilon(), rel=1e-12)  # the server's ε is the site's own
+        assert b.epsilon == pytest.approx(ledger_epsilon(run), rel=1e-12)  # the server's ε is the site's own
         history = json.loads(rd.ledger_path.read_text())["sites"][site]["history"]
         assert history[-1]["digest"] == run.digest()
+
+
+def test_the_server_reads_a_sites_own_ledger_as_the_same_type(finished_run):
+    server = load_ledger(finished_run)
+    rd = PreparedRun(finished_run)
+    assert server.sites
+    for site, theirs in server.sites.items():
+        mine = _site_run(rd, site)  # what the site wrote in its own lifetime ledger for this run
+        assert type(mine) is type(theirs) is SiteLedger
+        spend = lambda ledger: [(e.round, e.noise_multiplier, e.sample_rate, e.steps) for e in ledger.history]  # noqa: E731
+        assert spend(mine) == spend(theirs) and len(mine.history) == 2
+        assert (mine.site, mine.delta, mine.unit, mine.n_records, mine.accountant) == \
+            (theirs.site, theirs.delta, theirs.unit, theirs.n_records, theirs.accountant)
+        assert theirs.history[-1].digest == mine.digest()
+        # the site's section goes through the run file's serialiser unchanged and accounts like the server's
+        alone = PrivacyLedger(sites={site: mine})
+        assert ledger_from_dict(json.loads(json.dumps(alone.to_dict()))) == alone
+        assert run_budget(alone, ("rdp",)).sites[site].epsilon == pytest.approx(
+            run_budget(server, ("rdp",)).sites[site].epsilon, rel=1e-12)
 
 
 def test_edited_noise_multiplier_makes_budget_fail_naming_the_site(finished_run, tmp_path):
@@ -180,24 +207,24 @@ def test_resume_re_paying_a_round_shows_in_the_site_ledger_and_the_budget(tmp_pa
     _run(PreparedRun(rd.path), n)  # resume: a fresh server and fresh client processes
 
     sites = [c.client_id for c in Manifest.load(rd.manifest_path).clients]
-    repaid = [s for s in sites if any(e["repeat"] for e in _site_run(rd, s).entries)]
+    repaid = [s for s in sites if any(e.repeat for e in _site_run(rd, s).history)]
     assert len(repaid) == 1  # the one site that had trained round 2 when the server died
     victim = repaid[0]
     run = _site_run(rd, victim)
-    assert [(e["round"], e["repeat"]) for e in run.entries] == [(1, 0), (2, 0), (2, 1)]  # round 2 paid twice
+    assert [(e.round, e.repeat) for e in run.history] == [(1, 0), (2, 0), (2, 1)]  # round 2 paid twice
     history = json.loads(rd.ledger_path.read_text())["sites"][victim]["history"]
     assert [(h["round"], h.get("gap", False)) for h in history] == [(1, False), (2, True), (2, False)]
     budget = run_budget(load_ledger(rd.path), ("rdp",))
     b = budget.sites[victim]
     assert b.reconciliation.status == "upper-bound" and not budget.mismatches
-    assert b.epsilon >= run.epsilon() * (1 - 1e-9) and b.epsilon == pytest.approx(run.epsilon(), rel=1e-9)
+    assert b.epsilon >= ledger_epsilon(run) * (1 - 1e-9) and b.epsilon == pytest.approx(ledger_epsilon(run), rel=1e-9)
     # what the table showed before: the server's two trainings alone, lower than what the site paid
     assert compute_epsilon([(h["noise_multiplier"], h["sample_rate"], h["steps"]) for h in history
-                            if not h.get("gap")], b.delta) < run.epsilon()
+                            if not h.get("gap")], b.delta) < ledger_epsilon(run)
     for site, other in budget.sites.items():
         if site != victim:
             assert other.reconciliation.status == "ok"
-            assert [e["round"] for e in _site_run(rd, site).entries] == [1, 2]
+            assert [e.round for e in _site_run(rd, site).history] == [1, 2]
     res = _budget(rd.path)
     assert res.exit_code == 0, res.output
     assert "never reached the server" in res.output

@@ -1,6 +1,6 @@
-"""A hospital's privacy is its own (privacy.policy, client.ledger): the site's policy comes from its node config,
-never from the server; forbidden requests are refused with the reason; the site's lifetime ledger caps its ε
-across runs; a spend is recorded before training, so a crash cannot erase it. Tiny model, in process."""
+"""A hospital's privacy is its own (privacy.policy, privacy.ledger.LedgerStore): the site's policy comes from its
+node config, never from the server; forbidden requests are refused with the reason; the site's lifetime ledger
+caps its ε across runs; a spend is recorded before training, so a crash cannot erase it. Tiny model, in process."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import yaml
 from typer.testing import CliRunner
 
 from client.app import app as client_app
-from client.ledger import LEDGER_FILE, LedgerStore, SiteLedger
 from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
+from privacy.accounting import ledger_epsilon, lifetime_epsilon
+from privacy.ledger import SITE_LEDGER_FILE, LedgerStore, LifetimeLedger
 from privacy.policy import SitePolicy, decide, simulated_node_config
 from ptbxl.constants import TRAIN_FOLDS
 from ptbxl.partition import Manifest
@@ -67,8 +68,8 @@ def _run(rd, n, grid_cls=InProcessGrid, **grid_kw):
                    ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True))
 
 
-def _site_ledger(rd, site) -> SiteLedger:
-    return SiteLedger.from_dict(json.loads((rd.path / "node-state" / site / LEDGER_FILE).read_text()))
+def _site_ledger(rd, site) -> LifetimeLedger:
+    return LifetimeLedger.from_dict(json.loads((rd.path / "node-state" / site / SITE_LEDGER_FILE).read_text()))
 
 
 # ---- the policy itself -----------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def _cfg(**changes) -> ScenarioConfig:
 ])
 def test_site_refuses_what_its_policy_forbids(changes, reason):
     policy = SitePolicy.from_node_config(STRICT)
-    decision = decide(policy, _cfg(**changes), 20, SiteLedger(site="a"), "run-1")  # 20 patients: q = 0.2
+    decision = decide(policy, _cfg(**changes), 20, LifetimeLedger(site="a"), "run-1")  # 20 patients: q = 0.2
     assert decision.refused and reason in decision.refusal
 
 
@@ -157,11 +158,11 @@ def test_site_plans_sigma_itself_and_never_below_its_minimum():
 
     cfg = _cfg(**{"dp.target_epsilon": 1.5, "dp.noise_multiplier": 0.01})  # the server's sigma is ignored
     q = poisson_rate(200, 4)
-    d = decide(SitePolicy.from_node_config(STRICT), cfg, 200, SiteLedger(site="a"), "run-1")
+    d = decide(SitePolicy.from_node_config(STRICT), cfg, 200, LifetimeLedger(site="a"), "run-1")
     assert not d.refused and d.noise_multiplier >= 0.8 and d.delta == 1e-5 and d.sample_rate == q
     assert compute_epsilon([(d.noise_multiplier, q, cfg.rounds * 2)], 1e-5) <= 1.5
     strict = SitePolicy.from_node_config({**STRICT, "min-noise-multiplier": 5.0})
-    assert decide(strict, cfg, 200, SiteLedger(site="a"), "run-1").noise_multiplier == 5.0
+    assert decide(strict, cfg, 200, LifetimeLedger(site="a"), "run-1").noise_multiplier == 5.0
 
 
 # ---- federations: the server cannot talk a site out of its policy ----------------------------------------
@@ -199,7 +200,7 @@ def test_server_request_against_the_site_policy_is_refused(tmp_path, demo_ptbxl,
         m = row["sites"][site]
         assert m["status"] == "rejected" and m["reason"].startswith("refused: ") and reason in m["reason"], m
         ledger = _site_ledger(rd, site)
-        assert not any(r.entries for r in ledger.runs.values())  # nothing spent
+        assert not any(r.history for r in ledger.runs.values())  # nothing spent
         assert ledger.refusals[-1]["round"] == 1 and reason in ledger.refusals[-1]["reason"]  # logged locally
     assert json.loads(rd.ledger_path.read_text())["sites"] == {}
     assert rd.status()["rounds_without_update"] == [1]
@@ -234,7 +235,7 @@ def test_three_runs_exhaust_the_site_lifetime_budget(tmp_path, demo_ptbxl):
     ledger = store.load()
     assert list(ledger.runs) == names[:2]  # one ledger for the site, a section per run
     assert ledger.refusals[-1]["run"] == names[2]
-    assert ledger.lifetime_epsilon(1e-5) == pytest.approx(eps[1]) and ledger.lifetime_epsilon(1e-5) <= cap
+    assert lifetime_epsilon(ledger, 1e-5) == pytest.approx(eps[1]) and lifetime_epsilon(ledger, 1e-5) <= cap
 
 
 def test_crash_after_recording_leaves_the_spend_recorded(tmp_path, demo_ptbxl, monkeypatch):
@@ -250,8 +251,8 @@ def test_crash_after_recording_leaves_the_spend_recorded(tmp_path, demo_ptbxl, m
     def crashing(global_state, arrays, cfg, *, server_round, site, **kw):
         if site == victim and server_round == 1:
             # the spend is on disk before a single step is taken
-            entry = _site_ledger(rd, victim).run(rd.run_name()).entries[-1]
-            seen.update(entry)
+            entry = _site_ledger(rd, victim).run(rd.run_name()).history[-1]
+            seen.update(entry.to_site_dict())
             raise RuntimeError("killed while training")
         return real(global_state, arrays, cfg, server_round=server_round, site=site, **kw)
 
@@ -263,14 +264,14 @@ def test_crash_after_recording_leaves_the_spend_recorded(tmp_path, demo_ptbxl, m
     assert first["server"]["rejected"] == 1  # the site's error reply (the server may not know its name yet)
     assert first["sites"].get(victim, {}).get("status") != "accepted"
     run = _site_ledger(rd, victim).run(rd.run_name())
-    assert [(e["round"], e["state"]) for e in run.entries] == [(1, "recorded"), (2, "trained")]
-    assert second["sites"][victim]["epsilon"] == pytest.approx(run.epsilon(), rel=1e-12)  # both rounds paid
+    assert [(e.round, e.state) for e in run.history] == [(1, "recorded"), (2, "trained")]
+    assert second["sites"][victim]["epsilon"] == pytest.approx(ledger_epsilon(run), rel=1e-12)  # both rounds paid
     # the server never heard of round 1's spend: round 2's report fills the gap, ε is never the lower one
     history = json.loads(rd.ledger_path.read_text())["sites"][victim]["history"]
     assert [(h["round"], h.get("gap", False), h["steps"]) for h in history] == [(2, True, 2), (2, False, 2)]
     budget = run_budget(load_ledger(rd.path)).sites[victim]
     assert budget.reconciliation.status == "upper-bound" and budget.reconciliation.gap_steps == 2
-    assert budget.epsilon == pytest.approx(run.epsilon(), rel=1e-9)
+    assert budget.epsilon == pytest.approx(ledger_epsilon(run), rel=1e-9)
 
 
 # ---- a hospital's bundle passes its policy in --node-config ----------------------------------------------
