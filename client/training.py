@@ -3,8 +3,8 @@
 One round at a site = load the global weights into a fresh denoiser, run ``train.local_steps`` optimizer steps
 of the conditional SSSD-MIDT loss (eps-MSE + lambda * Mel loss, see sssd.losses) with AdamW, then return the
 plain denoiser's weights. Non-private: shuffled mini-batches, global-norm gradient clipping, fp16 autocast +
-GradScaler on CUDA. Private (DP-SGD, Opacus): Poisson sampling with rate q = poisson_rate(n_train, batch_size)
-(Opacus' 1 / number of batches), per-sample
+GradScaler on CUDA. Private (DP-SGD, Opacus): Poisson sampling with rate
+q = privacy.accounting.poisson_rate(n_train, batch_size) (Opacus' 1 / number of batches), per-sample
 clipping to ``dp.max_grad_norm`` and Gaussian noise ``sigma * max_grad_norm``; each drawn (logical) batch is one
 accounted step (an empty Poisson batch still counts, conservatively). ``train.batch_size`` is the logical batch;
 with ``train.physical_batch_size`` Opacus' BatchMemoryManager computes it in physical batches of that size
@@ -27,7 +27,6 @@ import torch
 from fedecg.config import ScenarioConfig
 from fedecg.seeds import derive_seed
 from fedecg.specs import parse_trainable
-from privacy.accounting import poisson_rate  # noqa: F401 - the sites' sampling rate (one definition)
 from sssd.checkpoint import build_model
 from sssd.dp import average_draws, repeat_draws
 from sssd.peft import apply_trainable, count_trainable, reply_state

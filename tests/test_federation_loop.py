@@ -15,6 +15,7 @@ from flwr.app import Array, ArrayRecord, Message
 
 from client.app import app as client_app
 from fedecg import protocol as P
+from privacy.accounting import compute_epsilon, poisson_rate
 from ptbxl.partition import Manifest
 from server.loop import ServerSettings, run_federation
 from server.prepare import prepare_run
@@ -182,9 +183,6 @@ def test_every_outgoing_message_carries_only_parameters_and_aggregate_metrics(tm
 
 
 def test_site_refuses_to_train_once_budget_is_spent(tmp_path, demo_ptbxl):
-    from client.training import poisson_rate
-    from privacy.accounting import compute_epsilon
-
     record = {"dp.unit": "record", "site_policy.unit": "record"}  # the sites' own policy accounts per record too
     rd, n = _prepare(tmp_path, demo_ptbxl, "probe", **record)
     one_round = []  # each site's epsilon after one round: (sigma 0.8, q, 2 steps) at the sites' delta 1e-5
@@ -251,8 +249,6 @@ def test_finished_run_leaves_ecgs_curves_and_budget_table(tmp_path, demo_ptbxl):
 
 
 def test_ledger_records_the_sampling_rate_opacus_used():
-    from client.training import poisson_rate
-
     assert poisson_rate(27, 8) == 0.25  # 4 batches, not 8/27
     assert poisson_rate(64, 8) == 8 / 64
     assert poisson_rate(5, 8) == 1.0

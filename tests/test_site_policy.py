@@ -153,8 +153,7 @@ def test_site_refuses_what_its_policy_forbids(changes, reason):
 
 
 def test_site_plans_sigma_itself_and_never_below_its_minimum():
-    from client.training import poisson_rate
-    from privacy.accounting import compute_epsilon
+    from privacy.accounting import compute_epsilon, poisson_rate
 
     cfg = _cfg(**{"dp.target_epsilon": 1.5, "dp.noise_multiplier": 0.01})  # the server's sigma is ignored
     q = poisson_rate(200, 4)
@@ -207,9 +206,8 @@ def test_server_request_against_the_site_policy_is_refused(tmp_path, demo_ptbxl,
 
 
 def test_three_runs_exhaust_the_site_lifetime_budget(tmp_path, demo_ptbxl):
-    from client.training import poisson_rate
     from deploy.sites import split_sites
-    from privacy.accounting import compute_epsilon
+    from privacy.accounting import compute_epsilon, poisson_rate
     from ptbxl.layout import read_database
 
     folder = split_sites(demo_ptbxl, tmp_path / "sites")[0]  # one hospital's own PTB-XL folder
