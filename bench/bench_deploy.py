@@ -30,7 +30,7 @@ Segments of one message at one site (from the SuperNode's log):
   ``push``     → the SuperNode sent the reply to the SuperLink
 Per round and site, ``compute`` = train-seconds + evaluation seconds, ``startup`` = the two messages'
 ``launch`` + ``app`` minus compute, ``transfer`` = pulls + pushes, and ``waiting`` = the round's wall time minus
-all of these: Flower's polls (the ServerApp pulls replies every 3 s, an idle SuperNode pulls every 3 s),
+all of these: the polls (the ServerApp pulls replies every 0.5 s, an idle SuperNode pulls every 3 s by default),
 the server's aggregation, checkpointing, and waiting for slower sites.
 """
 
@@ -346,10 +346,6 @@ def run(args: argparse.Namespace) -> dict:
         polls["supernode_idle_poll_s"] = args.supernode_poll
     env = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     run_dir = work / "run"
-    from deploy.worker_hook import hooked_project
-
-    app_dir = hooked_project(ROOT, work / "app", worker=args.worker, server_poll=args.server_poll) \
-        if args.worker or args.server_poll else ROOT
     t0 = time.time()
     with LocalDeployment(cons, work / "deploy", folders, env=env, polls=polls, timestamps=True,
                          database=args.superlink_db, workers=args.worker) as dep:
@@ -358,7 +354,7 @@ def run(args: argparse.Namespace) -> dict:
         run_config = {"scenario": str(scenario), "run-dir": str(run_dir)}
         if _declares_mode():
             run_config["mode"] = "deployment"
-        run_id = dep.submit_run(app_dir, run_config)
+        run_id = dep.submit_run(ROOT, run_config)
         result = dep.wait_for_run(run_id, timeout=args.timeout, poll=5.0)
         t_done = time.time()
         site_logs = {s: dep.procs[f"supernode-{s}"].log_text() for s in folders}
@@ -381,7 +377,8 @@ def run(args: argparse.Namespace) -> dict:
         "flower_status": result.status, "run_dir_status": status.get("status"),
         "config": {"sites": args.sites, "site_names": sorted(folders), "rounds": args.rounds, "preset": args.preset,
                    "local_steps": args.local_steps, "batch_size": args.batch_size, "polls": args.polls, **polls,
-                   "superlink_db": args.superlink_db, "worker": args.worker, "server_poll": args.server_poll,
+                   # the ServerApp always pulls replies every 0.5 s (server/loop.py REPLY_POLL_S)
+                   "superlink_db": args.superlink_db, "worker": args.worker, "server_poll": True,
                    "label": args.label},
         "startup_s": round(t_started - t0, 1), "run_s": round(t_done - t_started, 1),
         "cold_start": probes, "workers": worker_health,
@@ -432,11 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-timeout", type=float, default=300.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the run")
     parser.add_argument("--worker", action="store_true",
-                        help="resident site workers (deploy.worker), with the ClientApp hook applied to a copy of "
-                             "the project if client/app.py does not have it yet")
+                        help="resident site workers (deploy.worker): the ClientApp forwards train/evaluate to them")
     parser.add_argument("--server-poll", action="store_true",
-                        help="the ServerApp pulls replies every 0.5 s instead of Flower's 3 s (deploy.worker_hook's "
-                             "edit of server/loop.py, applied to a copy of the project if needed)")
+                        help="no effect, accepted for old command lines: the ServerApp always pulls replies every "
+                             "0.5 s instead of Flower's 3 s (server/loop.py)")
     parser.add_argument("--no-probe", action="store_true", help="skip the per-site cold-start probe")
     parser.add_argument("--work", default=None, help="working folder (default: a new temporary folder)")
     parser.add_argument("--out", default=None, help="folder for <name>.json and <name>.png (default: --work)")

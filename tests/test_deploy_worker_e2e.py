@@ -1,7 +1,7 @@
 """The resident site worker in a real deployment: 3 sites on 127.0.0.1 (TLS + node auth), real PTB-XL split by
-site, the fedecg apps with the worker hook (deploy.worker_hook applies it to a copy of the project until
-client/app.py has it). A worker SIGKILLed mid-round: that site's reply fails cleanly (a sanitized site error),
-the round completes with the others, the supervisor restarts the worker and the site rejoins with its ledger.
+site, the fedecg apps as they are (the ClientApp forwards to the site's worker). A worker SIGKILLed mid-round:
+that site's reply fails cleanly (a sanitized site error), the round completes with the others, the supervisor
+restarts the worker and the site rejoins with its ledger.
 
 Slow (minutes). Marked ``deploy`` and ``real_data``.
 """
@@ -18,7 +18,6 @@ from deploy.local import LocalDeployment
 from deploy.processes import pid_alive
 from deploy.provision import ConsortiumSpec, provision_consortium
 from deploy.sites import split_sites
-from deploy.worker_hook import hooked_project
 from tests.test_deploy_e2e import SITES, write_scenario
 
 pytestmark = [pytest.mark.deploy, pytest.mark.real_data]
@@ -39,14 +38,13 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_worker_killed_mid_round_site_fails_cleanly_and_rejoins(ptbxl_dir, site_folders, tmp_path):
     cons = provision_consortium(tmp_path / "consortium", ConsortiumSpec(sites=SITES, superlink_host="127.0.0.1"))
     scenario = write_scenario(tmp_path / "scenario.yaml", ptbxl_dir, rounds=3, min_nodes=2)
-    app = hooked_project(PROJECT, tmp_path / "app")
     run_dir = tmp_path / "run"
     victim = "site-3"
     # in-memory SuperLink state: no restart here, and no SQLite write lock on a saturated machine
     with LocalDeployment(cons, tmp_path / "work", site_folders, workers=True, database="memory") as dep:
         dep.start()
         first_pid = dep.worker_health(victim)["pid"]
-        run_id = dep.submit_run(app, {"scenario": str(scenario), "run-dir": str(run_dir)})
+        run_id = dep.submit_run(PROJECT, {"scenario": str(scenario), "run-dir": str(run_dir)})
         deadline = time.monotonic() + 900
         while dep.worker_health(victim)["served"]["train"] < 1:  # round 1 trained through the worker
             assert time.monotonic() < deadline, "the worker never served round 1"
