@@ -56,16 +56,15 @@ def _batch_from(dataset: str | None, batch: int, default):
                  for a in (arrays.x, arrays.labels, arrays.demo, arrays.demo_mask))
 
 
-def _load_init(model, init: str | None, cfg) -> str:
+def _load_init(model, init: str | None, cfg):
+    """(model, description): ``model`` itself, or the base ``init`` names built by the one model builder."""
     if not init:
-        return "random"
-    import torch
-
+        return model, "random"
+    from sssd.checkpoint import build_model
     from sssd.pretrained import load_base
 
     base = load_base(init, cfg)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in base.state.items()}, strict=True)
-    return f"{init} ({base.weights})"
+    return build_model(cfg, base.state), f"{init} ({base.weights})"
 
 
 def _private(model, batch: int, data, lr: float = 2e-4, sigma: float = 1.0, clip: float = 1.0):
@@ -168,7 +167,7 @@ def gradient_error(preset, blocks, channels, batch: int, threads: int, init: str
     torch.set_num_threads(threads)
     cfg, model, sched, _, g, data = _setup(preset, blocks, channels, {"checkpoint_blocks": False}, batch,
                                            torch.device("cpu"))
-    weights = _load_init(model, init, cfg)
+    model, weights = _load_init(model, init, cfg)
     data = _batch_from(dataset, batch, data)
     if weights == "random":  # a fresh network's zero output layer gives mostly zero gradients: perturb it
         with torch.no_grad():
