@@ -1,7 +1,8 @@
 """Where a federated round's time goes, printed as a table (numbers, not assertions).
 
 1. Local compute: one site's ``train.local_steps`` steps, plain vs DP-SGD (Opacus) at the same batch size.
-2. Serialisation: building the ArrayRecord of the model and its wire form (deflate + inflate), per message.
+2. Serialisation: building the ArrayRecord of the model and its wire form (deflate + inflate), per message, packed
+   (fedecg.wire) and one Array per parameter, with the number of Flower objects each needs.
 3. A whole round: the in-process engine (local compute + serialisation only) vs Flower's Simulation Engine
    (Ray actors, message store): the difference is Flower/Ray overhead.
 
@@ -58,29 +59,34 @@ def bench_local(dataset: Path, preset: str, steps: int, batch: int, dp: bool, re
     return statistics.median(times)
 
 
-def bench_serialisation(preset: str, repeats: int = 5) -> tuple[float, float]:
-    """(ms per message for ArrayRecord + deflate + inflate, MB on the wire) for the model's weights."""
+def bench_serialisation(preset: str, packed: bool = True, repeats: int = 5) -> tuple[float, float, int]:
+    """(ms per message for the ArrayRecord + deflate + inflate + decode, MB on the wire, Flower objects per
+    message) for the model's weights, in the packed wire form (fedecg.wire) or one Array per parameter."""
     import numpy as np
     from flwr.app import Array, ArrayRecord
 
     from fedecg.config import ScenarioConfig
+    from fedecg.wire import from_record, to_record
     from server.loop import initial_state
 
     cfg = ScenarioConfig.from_dict({"model": {"preset": preset}})
     state = initial_state(cfg)
-    times, size = [], 0
+    times, size, objects = [], 0, 0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        rec = ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()})
-        size = 0
-        for arr in rec.values():  # Flower's object tree: an Array head + its ArrayChunk children
+        rec = (to_record(state) if packed
+               else ArrayRecord(array_dict={k: Array(np.asarray(v)) for k, v in state.items()}))
+        size, objects, arrays = 0, 1, {}
+        for name, arr in rec.items():  # Flower's object tree: an Array head + its ArrayChunk children
             chunks = {cid: (type(ch), ch.deflate()) for cid, ch in arr.children.items()}
             head = arr.deflate()
             size += len(head) + sum(len(b) for _, b in chunks.values())
+            objects += 1 + len(chunks)
             children = {cid: cls.inflate(b) for cid, (cls, b) in chunks.items()}
-            Array.inflate(head, children).numpy()
+            arrays[name] = Array.inflate(head, children)
+        from_record(ArrayRecord(array_dict=arrays))
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, size / 1e6
+    return statistics.median(times) * 1e3, size / 1e6, objects
 
 
 def bench_round(dataset: Path, preset: str, steps: int, batch: int, engine: str, rounds: int = 2) -> dict:
@@ -118,7 +124,8 @@ def main() -> None:
         ds = make_demo_dataset(Path(tmp) / "ptbxl", n_records=args.records, n_sites=args.sites, seed=0)
         plain = bench_local(ds, args.preset, args.local_steps, args.batch, dp=False)
         private = bench_local(ds, args.preset, args.local_steps, args.batch, dp=True)
-        ser_ms, wire_mb = bench_serialisation(args.preset)
+        ser_ms, wire_mb, n_objects = bench_serialisation(args.preset)
+        named_ms, _, named_objects = bench_serialisation(args.preset, packed=False)
         rounds = [bench_round(ds, args.preset, args.local_steps, args.batch, "inprocess")]
         if not args.no_ray:
             rounds.append(bench_round(ds, args.preset, args.local_steps, args.batch, "ray"))
@@ -131,7 +138,10 @@ def main() -> None:
     t.add_row("DP-SGD step (s)", f"{private:.3f}")
     t.add_row("DP / plain", f"{private / plain:.2f}x")
     t.add_row("weights on the wire (MB / message)", f"{wire_mb:.3f}")
-    t.add_row("ArrayRecord + (de)serialise (ms / message)", f"{ser_ms:.1f}")
+    t.add_row("ArrayRecord + (de)serialise (ms / message), packed | one Array per parameter",
+              f"{ser_ms:.1f} | {named_ms:.1f}")
+    t.add_row("Flower objects per model (each a request per hop), packed | one Array per parameter",
+              f"{n_objects} | {named_objects}")
     for r in rounds:
         t.add_row(f"({r['engine']}) round wall time (s)", f"{r['round_s']:.2f}")
         t.add_row(f"({r['engine']}) train phase (s)", f"{r['train_phase_s']:.2f}")

@@ -23,13 +23,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.egress import egress_guard
 from client.worker_channel import forward_to_worker
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
+from fedecg.wire import from_record, to_record
 from privacy.ledger import LedgerStore, LifetimeLedger
 
 if TYPE_CHECKING:  # imported where used: fedecg.config pulls pandas
@@ -93,7 +94,7 @@ def train(msg: Message, context: Context) -> Message:
                  decision.noise_multiplier, policy.describe())
 
     mu = float(config.get(P.PROXIMAL_MU, 0.0)) if cfg.strategy.name == "fedprox" else 0.0
-    global_state = {k: a.numpy() for k, a in msg.content[P.ARRAYS].items()}
+    global_state = from_record(msg.content[P.ARRAYS])
     result = train_local(global_state, site.train, cfg, server_round=server_round, site=site.name,
                          device=device, noise_multiplier=decision.noise_multiplier if decision.private else None,
                          proximal_mu=mu, patient_ids=site.train_patients)
@@ -130,7 +131,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     _set_threads(cfg)
     if site.val is None or len(site.val.ecg_ids) == 0:
         return _reply(msg, site.name, P.STATUS_OK, "no validation records", None, {P.NUM_EXAMPLES: 0.0})
-    global_state = {k: a.numpy() for k, a in msg.content[P.ARRAYS].items()}
+    global_state = from_record(msg.content[P.ARRAYS])
     metrics = validate_local(global_state, site.val, cfg, site=site.name, device=choose_device(cfg.train.device))
     return _reply(msg, site.name, P.STATUS_OK, "", None, metrics)
 
@@ -194,7 +195,7 @@ def _reply(msg: Message, site: str, status: str, message: str, state: dict | Non
            metrics: dict[str, float], digest: str | None = None) -> Message:
     content = RecordDict()
     if state is not None:
-        content[P.ARRAYS] = ArrayRecord(array_dict={k: Array(v) for k, v in state.items()})
+        content[P.ARRAYS] = to_record(state)
     content[P.METRICS] = MetricRecord({k: float(v) for k, v in metrics.items()})
     info = {"site": site, "status": status, "message": message[:500]}
     if digest is not None:

@@ -27,6 +27,7 @@ from flwr.app import Context, Message
 
 from fedecg import protocol as P
 from fedecg.errors import FedECGError, SiteRefusal
+from fedecg.wire import WireError, from_record, layout_of
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,12 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")  # the ledger digest: exactly a sha256 hex
 def _expected_arrays(request: Message, sent) -> dict:
     """Name → (shape, dtype) of what a train reply may carry: the global model's parameters, or under a
     partial ``train.trainable`` exactly the trained ones / LoRA factors (sssd.peft.reply_reference)."""
-    from sssd.peft import parse_trainable, reply_reference, shapes_of
+    from sssd.peft import parse_trainable, reply_reference
 
-    shapes = shapes_of(dict(sent.items()))
+    try:
+        shapes = layout_of(sent)
+    except WireError as exc:
+        raise FedECGError(f"egress blocked: the request's model is malformed ({exc})") from exc
     spec = "all"
     config = request.content.config_records.get(P.CONFIG)
     if config is not None and P.RUN_CONFIG_JSON in config:
@@ -67,13 +71,13 @@ def check_outgoing(reply: Message, request: Message) -> None:
         if sent is None:
             raise FedECGError("egress blocked: reply carries arrays but the request carried no model")
         expected = _expected_arrays(request, sent)
-        if list(got.keys()) != list(expected):
-            raise FedECGError("egress blocked: reply arrays are not exactly the model parameters the site "
-                              "trains (train.trainable)")
-        for name, arr in got.items():
-            if tuple(arr.shape) != tuple(expected[name][0]):
-                raise FedECGError(f"egress blocked: array {name!r} has shape {tuple(arr.shape)}, "
-                                  f"the model's is {tuple(expected[name][0])}")
+        try:
+            if list(layout_of(got)) != list(expected):
+                raise FedECGError("egress blocked: reply arrays are not exactly the model parameters the site "
+                                  "trains (train.trainable)")
+            from_record(got, expected)  # shapes, dtypes and sizes: nothing rides along in the bytes
+        except WireError as exc:
+            raise FedECGError(f"egress blocked: {exc}") from exc
     for name, value in content.metric_records.get(P.METRICS, {}).items():
         if name not in P.ALLOWED_METRICS:
             raise FedECGError(f"egress blocked: metric {name!r} is not an allow-listed aggregate metric")

@@ -29,6 +29,7 @@ from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
 from fedecg.io import append_jsonl
+from fedecg.wire import to_record
 from privacy.ledger import DIGEST_RE, LedgerEntry, PrivacyLedger, SiteLedger, ledger_from_dict, save_ledger
 from server.ema import update_ema
 from server.robust import aggregation_replies, parse_robust
@@ -149,8 +150,9 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
         for rnd in range(start + 1, cfg.rounds + 1):
             t0 = time.perf_counter()
             random.seed(json.dumps([cfg.seed, rnd]))  # Flower samples nodes with `random`: make it reproducible
-            arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})
-            train_msgs = list(strategy.configure_train(rnd, arrays, ConfigRecord(dict(base_config)), grid))
+            arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})  # the strategy's view
+            train_msgs = _packed(strategy.configure_train(rnd, arrays, ConfigRecord(dict(base_config)), grid),
+                                 weights)
             replies = list(send_and_receive(grid, train_msgs, timeout=cfg.strategy.round_timeout_s))
             t_train = time.perf_counter() - t0
             sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in train_msgs if m.metadata.message_id}
@@ -181,7 +183,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
                                     cfg.strategy.client_dp_noise)
 
             arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})
-            eval_msgs = list(strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(base_config)), grid))
+            eval_msgs = _packed(strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(base_config)), grid),
+                                weights)
             eval_replies = list(send_and_receive(grid, eval_msgs, timeout=cfg.strategy.round_timeout_s)) \
                 if eval_msgs else []
             _merge_eval_metrics(site_metrics, eval_replies, node_names)
@@ -208,6 +211,19 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             board.close()
     rd.write_status("completed", round=cfg.rounds, rounds_without_update=empty_rounds, **site_problems(rd.metrics()))
     return weights
+
+
+def _packed(messages, weights: dict[str, np.ndarray]) -> list:
+    """The strategy's messages with the model in its packed wire form (fedecg.wire: a few Arrays instead of one
+    per parameter; the strategy itself keeps the named ArrayRecord it was given, FedOpt and client-level DP
+    remember it)."""
+    messages = list(messages)
+    if messages:
+        packed = to_record(weights)
+        for m in messages:
+            if P.ARRAYS in m.content.array_records:
+                m.content[P.ARRAYS] = packed
+    return messages
 
 
 # ---- base and EMA -----------------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ def aggregation_replies(rule: RobustRule, accepted: list, ref: dict[str, np.ndar
     from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
     from fedecg import protocol as P
+    from fedecg.wire import from_record
 
     def reply(arrays, n: float, node: int):
         if not isinstance(arrays, ArrayRecord):
@@ -112,13 +113,12 @@ def aggregation_replies(rule: RobustRule, accepted: list, ref: dict[str, np.ndar
         content = RecordDict({P.ARRAYS: arrays, P.METRICS: MetricRecord({P.NUM_EXAMPLES: float(n)})})
         return Message(content=content, dst_node_id=node, message_type="train")
 
-    def arrays_of(m, v):  # a partial reply (train.trainable) counts as the full model it stands for
-        return v.arrays if getattr(v, "arrays", None) is not None else m.content.array_records[P.ARRAYS]
+    def arrays_of(m, v):  # the validated, decoded full model (a partial reply counts as the model it stands for)
+        return v.arrays if getattr(v, "arrays", None) is not None else from_record(m.content.array_records[P.ARRAYS])
 
     if rule.kind == "none":
         return [reply(arrays_of(m, v), v.num_examples, m.metadata.src_node_id) for _, m, v in accepted]
-    decoded = [v.arrays if getattr(v, "arrays", None) is not None
-               else {k: a.numpy() for k, a in m.content.array_records[P.ARRAYS].items()} for _, m, v in accepted]
+    decoded = [arrays_of(m, v) for _, m, v in accepted]
     if rule.kind == "norm-bound":
         return [reply(clip_update(w, ref, rule.param), v.num_examples, m.metadata.src_node_id)
                 for w, (_, m, v) in zip(decoded, accepted)]

@@ -30,6 +30,8 @@ import numpy as np
 
 from fedecg import protocol as P
 from fedecg.specs import parse_trainable
+from fedecg.wire import WireError, from_record
+from fedecg.wire import printable as _printable
 from sssd.peft import expand_reply, reply_reference, shapes_of
 
 
@@ -41,12 +43,11 @@ class Verdict:
     update_norm: float = float("nan")
     num_examples: float = 0.0  # the weight used in aggregation: the claimed count, capped
     note: str = ""  # e.g. "num-examples 1e+15 capped to 40 (...)"
-    arrays: dict | None = None  # a partial reply (train.trainable) expanded to the full model it stands for
+    arrays: dict | None = None  # an accepted reply's full model (a partial one, train.trainable, expanded)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-NPY_HEADER_SLACK = 1 << 16  # bytes an .npy header may add to the raw array data
 DATA_REFUSAL = P.DATA_REFUSAL
 
 # Error codes that Flower's own machinery sets (the SuperLink / SuperNode, not our ClientApp's code): their
@@ -185,7 +186,7 @@ def check_reply(msg, global_arrays: dict[str, np.ndarray], max_update_norm: floa
 
 
 def _check(msg, global_arrays, max_update_norm, site, counts, spec) -> Verdict:
-    from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
     if msg.has_error():
         return Verdict(site, False, error_reason(msg.error))
@@ -229,35 +230,13 @@ def _check(msg, global_arrays, max_update_norm, site, counts, spec) -> Verdict:
         return Verdict(site, False, "no arrays in reply")
     if not isinstance(arrays, ArrayRecord):
         return Verdict(site, False, f"{P.ARRAYS!r} is not an ArrayRecord")
-    reference = reply_reference(shapes_of(global_arrays), spec)
-    names = list(arrays.keys())
-    if set(names) != set(reference):
-        missing = sorted(set(reference) - set(names))[:3]
-        n_extra = len(set(names) - set(reference))
-        return Verdict(site, False, f"wrong keys (missing {missing}, {n_extra} unexpected)")
-    decoded = {}
-    for name, (shape, dtype) in reference.items():
-        arr = arrays[name]
-        if not isinstance(arr, Array):
-            return Verdict(site, False, f"{name} is not an Array")
-        if arr.stype != "numpy.ndarray":
-            return Verdict(site, False, f"{name}: serialization type is not numpy.ndarray")
-        if not isinstance(arr.shape, (list, tuple)) or tuple(arr.shape) != tuple(shape):
-            return Verdict(site, False, f"wrong shape for {name}: {_shape(arr.shape)} != {tuple(shape)}")
-        if arr.dtype != dtype:
-            return Verdict(site, False, f"wrong dtype for {name}: {_printable(arr.dtype, 20)} != {dtype}")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        if not isinstance(arr.data, bytes) or len(arr.data) > nbytes + NPY_HEADER_SLACK:
-            return Verdict(site, False, f"{name}: array data of unexpected size")
-        try:
-            value = arr.numpy()
-        except Exception:  # noqa: BLE001 - not a valid .npy (or a pickle: refused by allow_pickle=False)
-            return Verdict(site, False, f"{name}: array bytes do not decode as .npy")
-        if not isinstance(value, np.ndarray) or value.shape != tuple(shape) or value.dtype.name != dtype:
-            return Verdict(site, False, f"{name}: decoded array does not match its declared shape and dtype")
+    try:
+        decoded = from_record(arrays, reply_reference(shapes_of(global_arrays), spec))
+    except WireError as exc:
+        return Verdict(site, False, str(exc))
+    for name, value in decoded.items():
         if not np.all(np.isfinite(value)):
             return Verdict(site, False, f"non-finite values (NaN/Inf) in {name}")
-        decoded[name] = value
     full = expand_reply(decoded, global_arrays, spec)
     sq = 0.0
     for name, ref in global_arrays.items():
@@ -270,7 +249,7 @@ def _check(msg, global_arrays, max_update_norm, site, counts, spec) -> Verdict:
         return Verdict(site, False, "update norm is not finite", norm)
     if norm > max_update_norm:
         return Verdict(site, False, f"update norm {norm:.3g} exceeds max_update_norm {max_update_norm:.3g}", norm)
-    return Verdict(site, True, "", norm, weight, note, arrays=full if spec.partial else None)
+    return Verdict(site, True, "", norm, weight, note, arrays=full)
 
 
 def screen_round(verdicts: list[Verdict], problems: dict[int, str], relative_norm_factor: float) -> None:
@@ -328,16 +307,3 @@ def reported_metrics(msg) -> dict[str, float]:
         return out
     except Exception:  # noqa: BLE001
         return {}
-
-
-def _printable(value, limit: int) -> str:
-    """A site-chosen string reduced to printable ASCII and ``limit`` characters."""
-    text = value if isinstance(value, str) else repr(value)
-    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text[:limit])
-
-
-def _shape(shape) -> str:
-    try:
-        return str(tuple(int(s) for s in shape))[:60]
-    except Exception:  # noqa: BLE001
-        return "?"

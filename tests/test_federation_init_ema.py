@@ -20,6 +20,7 @@ from fedecg import protocol as P
 from fedecg.config import ScenarioConfig, load_scenario
 from fedecg.device import torch_threads
 from fedecg.errors import FedECGError
+from fedecg.wire import from_record, is_packed
 from ptbxl.partition import Manifest
 from server.ema import ema_decay_at, update_ema
 from server.loop import ServerSettings, run_federation
@@ -205,7 +206,8 @@ def test_init_from_a_base_reaches_the_sites_and_is_recorded(tmp_path, demo_ptbxl
     round1 = [m for m in grid.sent if m.metadata.message_type == "train"]
     assert len(round1) == n
     for msg in round1:
-        got = {k: a.numpy() for k, a in msg.content.array_records[P.ARRAYS].items()}
+        assert is_packed(msg.content.array_records[P.ARRAYS])  # the wire form: a few objects, not one per tensor
+        got = from_record(msg.content.array_records[P.ARRAYS])
         assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
         sent_cfg = json.loads(msg.content.config_records[P.CONFIG][P.RUN_CONFIG_JSON])
         assert sent_cfg["init"] == "none"  # the server's base path is not the sites' business

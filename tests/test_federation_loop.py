@@ -15,6 +15,7 @@ from flwr.app import Array, ArrayRecord, Message
 
 from client.app import app as client_app
 from fedecg import protocol as P
+from fedecg.wire import LAYOUT, from_record, is_packed, layout_of
 from privacy.accounting import compute_epsilon, poisson_rate
 from ptbxl.partition import Manifest
 from server.loop import ServerSettings, run_federation
@@ -134,7 +135,7 @@ def test_tampered_replies_are_rejected_and_round_completes(tmp_path, demo_ptbxl)
     def tamper(nid, reply):
         if reply.has_error() or P.ARRAYS not in reply.content.array_records:
             return reply
-        arrays = {k: a.numpy().copy() for k, a in reply.content.array_records[P.ARRAYS].items()}
+        arrays = {k: a.copy() for k, a in from_record(reply.content.array_records[P.ARRAYS]).items()}
         name = next(iter(arrays))
         if nid == 1:
             arrays[name] = np.zeros(arrays[name].shape + (2,), dtype=np.float32)
@@ -176,9 +177,9 @@ def test_every_outgoing_message_carries_only_parameters_and_aggregate_metrics(tm
             assert name in P.ALLOWED_METRICS
             assert isinstance(value, float)
         if P.ARRAYS in content.array_records:
-            arrays = content.array_records[P.ARRAYS]
-            assert list(arrays.keys()) == list(final.keys())
-            assert sum(a.numpy().nbytes for a in arrays.values()) == param_bytes
+            arrays = content.array_records[P.ARRAYS]  # packed: the layout and the parameters' bytes, nothing else
+            assert is_packed(arrays) and list(layout_of(arrays)) == list(final.keys())
+            assert sum(a.numpy().nbytes for k, a in arrays.items() if k != LAYOUT) == param_bytes
         assert set(content.config_records[P.SITE_INFO].keys()) <= {"site", "status", "message", P.LEDGER_DIGEST}
 
 

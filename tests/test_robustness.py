@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
+from fedecg.wire import LAYOUT, PACKED, from_record, to_record
 from server.robust import (
     RobustRule,
     aggregation_replies,
@@ -62,6 +63,13 @@ def test_a_good_reply_is_accepted():
     assert v.accepted and v.num_examples == 10.0
 
 
+def test_a_good_packed_reply_is_accepted_and_decoded_exactly():
+    msg = _good()
+    msg.content[P.ARRAYS] = to_record({k: v + 0.1 for k, v in GLOBAL.items()})
+    v = check_reply(msg, GLOBAL, 10.0)
+    assert v.accepted and all(np.array_equal(v.arrays[k], GLOBAL[k] + 0.1) for k in GLOBAL)
+
+
 # ---- part 1: malformed replies are rejected, never raise -----------------------------------------------------
 
 
@@ -83,9 +91,9 @@ JUNK = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=Tr
                  st.just(_Hostile()), st.just(np.zeros(3)), st.just(object()))
 
 
-def _array_mutation(draw, name: str) -> tuple[Array, str]:
-    """A broken Array for global array ``name`` and the kind of breakage."""
-    ref = GLOBAL[name]
+def _array_mutation(draw, name: str, ref: np.ndarray | None = None) -> tuple[Array, str]:
+    """A broken Array for global array ``name`` (or for ``ref``, e.g. packed data) and the kind of breakage."""
+    ref = GLOBAL[name] if ref is None else ref
     good = Array(ref + 0.1)
     kind = draw(st.sampled_from(["stype", "bytes", "truncated", "dtype", "shape", "nan", "decoded-shape",
                                  "decoded-dtype", "pickle", "attr-junk", "huge"]))
@@ -122,7 +130,7 @@ def _array_mutation(draw, name: str) -> tuple[Array, str]:
 def malformed_replies(draw):
     """(message or hostile object, must_reject)."""
     kind = draw(st.sampled_from(["array", "metric", "num-examples", "records", "site-info", "error", "keys",
-                                 "hostile", "content-junk"]))
+                                 "hostile", "content-junk", "packed"]))
     msg = _good()
     content = msg.content
     if kind == "array":
@@ -170,6 +178,25 @@ def malformed_replies(draw):
         else:
             arrays[draw(st.text(min_size=1, max_size=20).filter(lambda k: k not in GLOBAL))] = Array(np.zeros(2))
         content[P.ARRAYS] = ArrayRecord(array_dict=arrays)
+    elif kind == "packed":  # the packed wire form (fedecg.wire) with its layout or its data tampered with
+        rec = to_record({k: v + 0.1 for k, v in GLOBAL.items()})
+        what = draw(st.sampled_from(["layout-bytes", "layout-json", "data", "extra"]))
+        if what == "layout-bytes":
+            rec[LAYOUT] = Array(np.frombuffer(draw(st.binary(min_size=1, max_size=64)), dtype=np.uint8).copy())
+        elif what == "layout-json":
+            entries = [[k, list(v.shape), v.dtype.name] for k, v in GLOBAL.items()]
+            i = draw(st.integers(0, len(entries) - 1))
+            entries[i][draw(st.integers(0, 2))] = draw(st.one_of(
+                st.text(max_size=8), st.lists(st.integers(-3, 9), max_size=3), st.integers(), st.none()))
+            if entries == [[k, list(v.shape), v.dtype.name] for k, v in GLOBAL.items()]:
+                entries.append(entries[0])  # unchanged by the draw: a duplicate name instead
+            rec[LAYOUT] = Array(np.frombuffer(json.dumps(entries).encode(), dtype=np.uint8).copy())
+        elif what == "data":
+            flat = np.concatenate([v.reshape(-1) for v in GLOBAL.values()])
+            rec[PACKED + "float32"], _ = _array_mutation(draw, "w", ref=flat)
+        else:
+            rec[draw(st.text(min_size=1, max_size=20))] = Array(np.zeros(2, np.float32))
+        content[P.ARRAYS] = rec
     elif kind == "hostile":
         return _Hostile(), True
     elif kind == "content-junk":
@@ -411,8 +438,8 @@ def _attacker(scale: float, count: float):
         if nid != 1 or reply.has_error() or P.ARRAYS not in reply.content.array_records:
             return reply
         g = state["global"]
-        arrays = {k: (g[k] + scale * (a.numpy() - g[k])).astype(g[k].dtype)
-                  for k, a in reply.content.array_records[P.ARRAYS].items()}
+        arrays = {k: (g[k] + scale * (a - g[k])).astype(g[k].dtype)
+                  for k, a in from_record(reply.content.array_records[P.ARRAYS]).items()}
         reply.content[P.ARRAYS] = ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()})
         reply.content.metric_records[P.METRICS][P.NUM_EXAMPLES] = float(count)
         return reply
@@ -427,7 +454,7 @@ def _honest_round1(tmp_path, demo_ptbxl):
     rd, n = _prepare(tmp_path, demo_ptbxl, "honest", rounds=1)
     outgoing: list[Message] = []
     _run(rd, n, outgoing=outgoing)
-    honest = [{k: a.numpy() for k, a in m.content.array_records[P.ARRAYS].items()}
+    honest = [from_record(m.content.array_records[P.ARRAYS])
               for m in outgoing if not m.has_error() and P.ARRAYS in m.content.array_records]
     return initial_state(rd.read_config()), honest
 
