@@ -24,7 +24,7 @@ from ptbxl.cache import cache_key, load_cached, load_cached_extra, store_cached
 from ptbxl.constants import FS, N_SAMPLES
 from ptbxl.demographics import encode_demographics
 from ptbxl.labels import LabelVocab
-from ptbxl.layout import read_database
+from ptbxl.layout import read_database, read_scp_statements
 from ptbxl.signals import model_view, read_record
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,6 @@ def _load(root, ecg_ids, cache_dir, vocab, meta, *, skip_invalid: bool) -> tuple
     root = Path(root)
     meta = read_database(root) if meta is None else meta
     if vocab is None:
-        from ptbxl.layout import read_scp_statements
-
         try:
             vocab = LabelVocab.from_statements(read_scp_statements(root))
         except FedECGError:

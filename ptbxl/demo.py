@@ -12,12 +12,15 @@ and weight for ~57 % of records. Nothing in it is PTB-XL data.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.signal import resample_poly
 
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_text
@@ -153,8 +156,6 @@ def synthesize_records(
 ) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
     """Per row of ``demo_metadata``: ``(12-lead 500 Hz or None, 12-lead 100 Hz)`` float64 mV. Record ``ecg_id``
     draws from its own generator seeded ``[seed, ecg_id]`` (so a record is the same whatever else is made)."""
-    from scipy.signal import resample_poly
-
     for row, codes in zip(meta.itertuples(index=False), meta.attrs["codes"], strict=True):
         rec_rng = np.random.default_rng([seed, int(row.ecg_id)])
         age = 90.0 if not np.isfinite(row.age) or row.age > 89 else float(row.age)
@@ -176,9 +177,6 @@ def _write_all(tmp: Path, meta: pd.DataFrame, seed: int, workers: int) -> None:
     if workers <= 1 or len(meta) < 200:
         _write_chunk(tmp, meta, seed)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     chunks = []
     for part in np.array_split(np.arange(len(meta)), workers * 4):
         chunk = meta.iloc[part].copy()

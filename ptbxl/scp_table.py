@@ -7,6 +7,8 @@ superclasses without shipping PTB-XL's own file.
 
 from __future__ import annotations
 
+import pandas as pd
+
 STATEMENTS: tuple[tuple[str, str, int, int, int, str, str], ...] = (
     ("NDT", "non-diagnostic T abnormalities", 1, 1, 0, "STTC", "STTC"),
     ("NST_", "non-specific ST changes", 1, 1, 0, "STTC", "NST_"),
@@ -88,8 +90,6 @@ SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 
 def statements_frame():
     """The table as a DataFrame shaped like PTB-XL's ``scp_statements.csv`` (index = SCP code)."""
-    import pandas as pd
-
     rows = [
         {
             "description": desc,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from fedecg.errors import FedECGError
 from ptbxl.constants import DURATION_S, FS, FS_HIGH, LEADS_12, MODEL_LEAD_INDEX, N_SAMPLES
@@ -70,7 +71,7 @@ def read_record(root: str | Path, filename: str) -> np.ndarray:
         if is_simple_format16(header):
             phys = read_format16(header, hea.parent)
         else:  # other WFDB formats: let wfdb decode them
-            import wfdb
+            import wfdb  # heavy: wfdb (~0.4 s, requests/pandas), only for records not in plain format 16
 
             phys = wfdb.rdrecord(str(path)).p_signal
     except FedECGError as exc:
@@ -90,8 +91,6 @@ def model_view(sig12: np.ndarray, fs: int = FS) -> np.ndarray:
         raise FedECGError(f"model_view expects 12 leads on axis -2, got shape {sig12.shape}")
     x = sig12[..., list(MODEL_LEAD_INDEX), :]
     if fs != FS:
-        from scipy.signal import resample_poly
-
         x = resample_poly(x, FS, fs, axis=-1)
     n = x.shape[-1]
     if n > N_SAMPLES:
@@ -123,7 +122,7 @@ def derive_12_leads(x8: Any) -> Any:
         lead_ii - lead_i / 2,
     ]
     if _is_torch(x8):
-        import torch
+        import torch  # only for a tensor input (torch is loaded then): the numpy path stays torch-free
 
         return torch.cat([torch.stack(limb, dim=-2), chest], dim=-2)
     return np.concatenate([np.stack(limb, axis=-2), chest], axis=-2)
