@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 
+from sssd.s4 import S4DConv, s4d_grad_sample
+
 
 def register_grad_samplers() -> None:
     """Idempotently register ``sssd.s4.s4d_grad_sample`` for ``S4DConv`` with Opacus."""
-    from opacus.grad_sample import GradSampleModule
-
-    from sssd.s4 import S4DConv, s4d_grad_sample
+    from opacus.grad_sample import GradSampleModule  # heavy: opacus (~2 s); sssd.model imports this module, not opacus
 
     GradSampleModule.GRAD_SAMPLERS.setdefault(S4DConv, s4d_grad_sample)
 

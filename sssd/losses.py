@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 
+import librosa
 import numpy as np
 import torch
 from torch import nn
@@ -35,8 +36,6 @@ from sssd.diffusion import Schedule, predict_x0, q_sample
 
 @functools.lru_cache(maxsize=16)
 def _mel_basis(fs: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    import librosa
-
     basis = librosa.filters.mel(sr=fs, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
     basis.setflags(write=False)
     return basis

@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sssd.config import ModelConfig
+from sssd.dp import register_grad_samplers
 from sssd.s4 import S4Layer
 
 
@@ -137,8 +138,6 @@ class SSSDDenoiser(nn.Module):
             nn.init.zeros_(self.zero_conv.weight)
             nn.init.zeros_(self.zero_conv.bias)
         if "opacus" in sys.modules:  # make exact S4D per-sample gradients available to an active Opacus
-            from sssd.dp import register_grad_samplers
-
             register_grad_samplers()
 
     def forward(

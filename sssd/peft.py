@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedecg.specs import Trainable, parse_trainable  # noqa: F401 - the spec's grammar (torch-free)
+from sssd.model import unwrap
 
 LORA_A, LORA_B = "lora_A", "lora_B"
 HEAD = ("final_conv.", "zero_conv.")
@@ -176,8 +177,6 @@ def apply_trainable(model: nn.Module, spec: Trainable, generator: torch.Generato
 
 def reply_state(model: nn.Module, spec: Trainable) -> dict[str, np.ndarray]:
     """What the site sends back: every parameter (``all``), the trained ones, or the LoRA factors."""
-    from sssd.model import unwrap
-
     state = unwrap(model).state_dict()
     if spec.kind == "all":
         keys = list(state)

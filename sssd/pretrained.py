@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from fedecg.errors import FedECGError
+from fedecg.io import read_json_object
+from sssd.config import PRESET_NAMES, ModelConfig, model_preset
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 BUILTIN_PREFIX = "builtin:"
@@ -36,8 +38,6 @@ NON_ARCHITECTURE_FIELDS = frozenset({
 
 
 def _architecture_fields() -> tuple[str, ...]:
-    from sssd.config import ModelConfig
-
     return tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in NON_ARCHITECTURE_FIELDS)
 
 
@@ -109,7 +109,7 @@ def load_base(spec: str, model_config: Any = None) -> Base:
     path = resolve_init(spec)
     if path is None:
         raise FedECGError("init is none: there is no base to load")
-    from sssd.checkpoint import load_checkpoint, preferred_state
+    from sssd.checkpoint import load_checkpoint, preferred_state  # heavy: torch; resolve_init (config) stays torch-free
 
     sha = file_sha256(path)  # of the bytes read next (a file replaced in between would show in base.json)
     ckpt = load_checkpoint(path)
@@ -124,8 +124,6 @@ def load_base(spec: str, model_config: Any = None) -> Base:
 
 def check_compatible(base_cfg: dict, model_config: Any, what: str = "base", card: dict | None = None) -> None:
     """FedECGError when the architecture fields of ``base_cfg`` and ``model_config`` differ."""
-    from sssd.config import ModelConfig
-
     want = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
     try:
         have = ModelConfig.from_dict(base_cfg).to_dict()
@@ -146,8 +144,6 @@ def check_compatible(base_cfg: dict, model_config: Any, what: str = "base", card
 
 def preset_of(cfg: dict) -> str:
     """The name of the preset whose architecture ``cfg`` has, else ``custom``."""
-    from sssd.config import PRESET_NAMES, model_preset
-
     for name in PRESET_NAMES:
         ref = model_preset(name).to_dict()
         if all(ref.get(k) == cfg.get(k) for k in ARCHITECTURE_FIELDS):
@@ -156,16 +152,13 @@ def preset_of(cfg: dict) -> str:
 
 
 def _read_card(path: Path) -> dict:
-    from fedecg.io import read_json_object
-
     return read_json_object(card_path(path), "model card") or {}
 
 
 def _check_weights(state: dict[str, np.ndarray], base_cfg: dict, path: Path) -> dict[str, np.ndarray]:
     """The weights must have exactly the keys and shapes of a denoiser built from the base's config; they are
     returned in the model's key order and dtypes (float32), as the federation sends and validates them."""
-    from sssd.config import ModelConfig
-    from sssd.model import SSSDDenoiser
+    from sssd.model import SSSDDenoiser  # heavy: torch; resolve_init (config) stays torch-free
 
     model = SSSDDenoiser(ModelConfig.from_dict(base_cfg))  # seeds its own forked RNG: global RNG untouched
     ref_sd = model.state_dict()
