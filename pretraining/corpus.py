@@ -17,10 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from fedecg.errors import FedECGError
 from ptbxl.constants import TRAIN_FOLDS
-from ptbxl.dataset import ECGArrays
+from ptbxl.dataset import ECGArrays, load_arrays
+from ptbxl.demo import GENERATOR_VERSION, demo_metadata, synthesize_records
+from ptbxl.demographics import encode_demographics
+from ptbxl.labels import LabelVocab
+from ptbxl.layout import read_database
+from ptbxl.signals import derive_12_leads, model_view
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +52,6 @@ class CorpusInfo:
         out = {"source": self.source, "description": self.description, "licence": self.licence,
                "n_records": self.n_records}
         if self.seed is not None:
-            from ptbxl.demo import GENERATOR_VERSION
-
             out["generator_seed"] = self.seed
             out["generator"] = "ptbxl.synth (cardiac dipole) via ptbxl.demo.synthesize_records"
             out["generator_version"] = GENERATOR_VERSION
@@ -61,11 +65,6 @@ class CorpusInfo:
 def synthetic_corpus(n_records: int = DEFAULT_CORPUS_RECORDS, seed: int = PRETRAIN_CORPUS_SEED,
                      progress: bool = False) -> tuple[ECGArrays, CorpusInfo]:
     """``n_records`` synthetic ECGs (model view, mV) with labels and demographics, deterministic in ``seed``."""
-    from ptbxl.demo import demo_metadata, synthesize_records
-    from ptbxl.demographics import encode_demographics
-    from ptbxl.labels import LabelVocab
-    from ptbxl.signals import model_view
-
     if n_records < 1:
         raise FedECGError(f"pretraining corpus: need at least 1 record, got {n_records}")
     rng = np.random.default_rng(seed)
@@ -73,8 +72,6 @@ def synthetic_corpus(n_records: int = DEFAULT_CORPUS_RECORDS, seed: int = PRETRA
     x = np.empty((len(meta), 8, 1000), dtype=np.float32)
     records = synthesize_records(meta, seed, high_rate=False)
     if progress:
-        from tqdm import tqdm
-
         records = tqdm(records, total=len(meta), desc="synthetic corpus", unit="ECG", mininterval=1.0)
     for i, (_, lo12) in enumerate(records):
         x[i] = model_view(lo12)
@@ -91,9 +88,6 @@ def synthetic_corpus(n_records: int = DEFAULT_CORPUS_RECORDS, seed: int = PRETRA
 def folder_corpus(root: str | Path, folds: Sequence[int] = TRAIN_FOLDS,
                   cache_dir: str | Path | None = None) -> tuple[ECGArrays, CorpusInfo]:
     """The records of ``folds`` (PTB-XL's training folds by default) of a PTB-XL-layout folder."""
-    from ptbxl.dataset import load_arrays
-    from ptbxl.layout import read_database
-
     root = Path(root)
     meta = read_database(root)
     ids = [int(e) for e in meta.index[meta["strat_fold"].isin(list(folds))]]
@@ -108,7 +102,5 @@ def folder_corpus(root: str | Path, folds: Sequence[int] = TRAIN_FOLDS,
 
 def held_out_reference(n: int = 256, seed: int = PRETRAIN_CORPUS_SEED + 1) -> np.ndarray:
     """(n, 12, 1000) mV synthetic ECGs from a seed disjoint from the corpus: the realism reference."""
-    from ptbxl.signals import derive_12_leads
-
     arrays, _ = synthetic_corpus(n, seed)
     return np.asarray(derive_12_leads(np.asarray(arrays.x)), dtype=np.float32)

@@ -20,12 +20,15 @@ Outputs next to ``OUT``: the base itself (``OUT``: model config, weights, EMA we
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,9 +36,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from evaluation.plots import plot_ecg_grid
+from evaluation.realism import realism_metrics
+from fedecg.device import choose_device, torch_threads
 from fedecg.errors import FedECGError
-from fedecg.io import atomic_write_json, atomic_write_text
+from fedecg.io import append_jsonl, atomic_save, atomic_write_json, atomic_write_text
+from pretraining.corpus import folder_corpus, synthetic_corpus
+from ptbxl.constants import HELDOUT_FOLDS
+from ptbxl.demographics import normalisation_constants
+from ptbxl.labels import LabelVocab
+from ptbxl.signals import derive_12_leads
+from sssd.checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
+from sssd.config import model_preset
+from sssd.diffusion import Schedule
+from sssd.losses import diffusion_loss
+from sssd.model import SSSDDenoiser
+from sssd.pretrained import load_base
+from sssd.sampling import resolve_precision, sample
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +147,10 @@ def card_paths(out: str | Path) -> tuple[Path, Path]:
 def _precision(requested: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "fp16" if requested == "auto" else requested
-    from sssd.sampling import resolve_precision
-
     return resolve_precision(requested, device)
 
 
 def _autocast(precision: str, device: torch.device):
-    import contextlib
-
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
@@ -143,8 +158,6 @@ def _autocast(precision: str, device: torch.device):
 
 
 def load_corpus(s: PretrainSettings):
-    from pretraining.corpus import folder_corpus, synthetic_corpus
-
     if s.dataset == "demo":
         return synthetic_corpus(s.corpus_records, s.corpus_seed, progress=s.progress and sys.stderr.isatty())
     return folder_corpus(s.dataset)
@@ -152,12 +165,6 @@ def load_corpus(s: PretrainSettings):
 
 def pretrain(s: PretrainSettings) -> dict:
     """Run (or resume) pretraining; returns the model card (also written next to ``s.out``)."""
-    from fedecg.device import choose_device, torch_threads
-    from sssd.checkpoint import build_model
-    from sssd.config import model_preset
-    from sssd.diffusion import Schedule
-    from sssd.losses import diffusion_loss
-
     s.validate()
     out = Path(s.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -178,8 +185,6 @@ def pretrain(s: PretrainSettings) -> dict:
 
         base, init_info = None, None
         if s.init and not s.resume:
-            from sssd.pretrained import load_base
-
             base = load_base(s.init, model_config=model_cfg)  # checks the weights; global RNG untouched
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
@@ -286,8 +291,6 @@ def pretrain(s: PretrainSettings) -> dict:
 
 def _save_state(path, model, ema, optimizer, data_gen, loss_gen, step, total, history, elapsed, model_cfg, s,
                 running=()):
-    from fedecg.io import atomic_save
-
     payload = {"format": STATE_FORMAT, "step": step, "total": total, "elapsed": elapsed,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "ema": [e.detach().cpu() for e in ema], "optimizer": optimizer.state_dict(),
@@ -308,10 +311,6 @@ def _load_state(path: Path) -> dict:
 
 
 def _save_base(out: Path, model, ema, model_cfg, step: int, s: PretrainSettings, corpus) -> None:
-    from ptbxl.demographics import normalisation_constants
-    from ptbxl.labels import LabelVocab
-    from sssd.checkpoint import save_checkpoint
-
     names = [k for k, _ in model.named_parameters()]
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ema_state = dict(state)
@@ -341,8 +340,6 @@ def _machine() -> dict:
 
 
 def _model_card(out, s, model_cfg, corpus, step, wall, history, precision, device, n) -> dict:
-    import hashlib
-
     n_params = sum(int(np.prod(v)) for v in _param_shapes(model_cfg))
     return {
         "format": CARD_FORMAT, "name": out.stem, "weights": out.name,
@@ -365,8 +362,6 @@ def _model_card(out, s, model_cfg, corpus, step, wall, history, precision, devic
 
 
 def _param_shapes(model_cfg):
-    from sssd.model import SSSDDenoiser
-
     with torch.random.fork_rng(devices=[]):
         return [tuple(p.shape) for p in SSSDDenoiser(model_cfg).parameters()]
 
@@ -374,8 +369,6 @@ def _param_shapes(model_cfg):
 def _command(s: PretrainSettings) -> str:
     """The `fedecg pretrain` command line that reproduces these settings (every option that changes the weights
     or the card; settings the CLI does not expose, e.g. weight_decay, are in the card's training block)."""
-    import shlex
-
     def num(v) -> str:
         return repr(float(v)) if isinstance(v, float) else str(v)
 
@@ -399,14 +392,6 @@ def _command(s: PretrainSettings) -> str:
 def _realism(out: Path, s: PretrainSettings, device) -> dict:
     """Sample ``eval_samples`` ECGs from the EMA weights, conditioned like a held-out reference set, and
     compare them with it (evaluation.realism)."""
-    from evaluation.realism import realism_metrics
-    from pretraining.corpus import folder_corpus, synthetic_corpus
-    from ptbxl.constants import HELDOUT_FOLDS
-    from ptbxl.signals import derive_12_leads
-    from sssd.checkpoint import load_checkpoint, model_from_checkpoint
-    from sssd.diffusion import Schedule
-    from sssd.sampling import sample
-
     if s.dataset == "demo":
         ref, _ = synthetic_corpus(max(s.eval_samples, 128), s.corpus_seed + 1)
         ref_name = f"synthetic, seed {s.corpus_seed + 1} (disjoint from the corpus)"
@@ -433,8 +418,6 @@ def _realism(out: Path, s: PretrainSettings, device) -> dict:
 def reevaluate(s: PretrainSettings) -> dict:
     """Recompute the realism block of an existing base's model card (other sampler settings or more samples)
     without training; the rest of the card is kept."""
-    from fedecg.device import choose_device, torch_threads
-
     out = Path(s.out)
     jpath, _ = card_paths(out)
     if not out.is_file() or not jpath.is_file():
@@ -474,8 +457,6 @@ def _write_card(out: Path, card: dict) -> None:
 
 
 def _plot_loss(out: Path, history: list[dict]) -> None:
-    from fedecg.io import append_jsonl
-
     jl = out.with_name(out.stem + ".loss.jsonl")
     if jl.exists():
         jl.unlink()
@@ -483,7 +464,7 @@ def _plot_loss(out: Path, history: list[dict]) -> None:
         append_jsonl(jl, row)
     if not history:
         return
-    import matplotlib
+    import matplotlib  # local: Agg is chosen only when drawing, never as a side effect of importing this module
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -503,16 +484,12 @@ def _plot_loss(out: Path, history: list[dict]) -> None:
 
 
 def _plot_samples(out: Path, signals: np.ndarray) -> None:
-    from evaluation.plots import plot_ecg_grid
-
     plot_ecg_grid(signals[:8], out.with_name(out.stem + ".samples.png"))
 
 
 def _progress_bar(show: bool, total: int | None, start: int):
     if not show or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=start, desc="pretraining", unit="step")
 
 
