@@ -15,6 +15,10 @@ Then it reads what the run left:
   model build, one training call and one evaluation take.
 
     python bench/bench_deploy.py --sites 3 --rounds 3 --preset tiny --json [--dataset DIR] [--polls flower]
+        [--no-worker] [--evaluate separate]
+
+Defaults are the deployment defaults: resident site workers (deploy.worker) and one message per round
+(``strategy.evaluate: with-train``); ``--no-worker --evaluate separate`` is the configuration before them.
 
 The last line printed with ``--json`` is one JSON object: ``round_s`` (median wall time per round),
 ``compute_s`` (median over rounds of the slowest site's train + evaluate compute), ``overhead_s``
@@ -63,7 +67,7 @@ SEND_RE = re.compile(r"Sending: (\w+) message")
 
 
 def write_scenario(path: Path, dataset: Path, *, rounds: int, preset: str, min_records: int, n_sites: int,
-                   local_steps: int, batch_size: int, round_timeout: float) -> Path:
+                   local_steps: int, batch_size: int, round_timeout: float, evaluate: str = "with-train") -> Path:
     """The bench scenario: partition by site (sites below ``min_records`` dropped: exactly the sites started),
     DP-SGD with a fixed sigma, one thread per site, no synthesis at the end."""
     import yaml
@@ -75,7 +79,7 @@ def write_scenario(path: Path, dataset: Path, *, rounds: int, preset: str, min_r
         "train": {"local_steps": local_steps, "batch_size": batch_size, "lr": 0.001, "threads": 1},
         "dp": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0},
         "strategy": {"name": "fedavg", "min_train_nodes": n_sites, "min_available_nodes": n_sites,
-                     "min_replies": n_sites, "round_timeout_s": round_timeout},
+                     "min_replies": n_sites, "round_timeout_s": round_timeout, "evaluate": evaluate},
         "output": {"synthesize": 0}}, sort_keys=False))
     return path
 
@@ -309,7 +313,8 @@ def plot(result: dict, path: Path) -> None:
     cfg = result["config"]
     ax.set_title(f"deployed round, {cfg['sites']} sites, {cfg['preset']}, polls {cfg['polls']}"
                  f"{', resident workers' if cfg.get('worker') else ''}"
-                 f"{', 0.5 s server poll' if cfg.get('server_poll') else ''}:\n"
+                 f"{', 0.5 s server poll' if cfg.get('server_poll') else ''}"
+                 f"{', evaluate with train' if cfg.get('evaluate') == 'with-train' else ''}:\n"
                  f"round {result['round_s']:.1f} s, compute {result['compute_s']:.1f} s, "
                  f"overhead {result['overhead_s']:.1f} s", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -336,7 +341,8 @@ def run(args: argparse.Namespace) -> dict:
     folders, min_records = choose_sites(dataset, work / "sites", args.sites)
     scenario = write_scenario(work / "scenario.yaml", dataset, rounds=args.rounds, preset=args.preset,
                               min_records=min_records, n_sites=args.sites, local_steps=args.local_steps,
-                              batch_size=args.batch_size, round_timeout=args.round_timeout)
+                              batch_size=args.batch_size, round_timeout=args.round_timeout,
+                              evaluate=args.evaluate)
     cons = provision_consortium(work / "consortium", ConsortiumSpec(sites=tuple(folders),
                                                                     superlink_host="127.0.0.1"))
     polls = dict(FLOWER_DEFAULT_POLLS if args.polls == "flower" else TUNED_POLLS)
@@ -361,10 +367,10 @@ def run(args: argparse.Namespace) -> dict:
         worker_health = {s: dep.worker_health(s) for s in folders} if args.worker else {}
         superlink_log = dep.procs["superlink"].log_text()
     from deploy.runstatus import read_status_file
+    from server.rundir import RunDir
 
     status = read_status_file(run_dir)
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-        if (run_dir / "metrics.jsonl").is_file() else []
+    metrics = RunDir(run_dir).metrics()  # one row per round (with-train evaluations merged in)
     probes = {}
     if not args.no_probe:
         probe_env = {**os.environ, **env}
@@ -379,6 +385,7 @@ def run(args: argparse.Namespace) -> dict:
                    "local_steps": args.local_steps, "batch_size": args.batch_size, "polls": args.polls, **polls,
                    # the ServerApp always pulls replies every 0.5 s (server/loop.py REPLY_POLL_S)
                    "superlink_db": args.superlink_db, "worker": args.worker, "server_poll": True,
+                   "evaluate": args.evaluate,
                    "label": args.label},
         "startup_s": round(t_started - t0, 1), "run_s": round(t_done - t_started, 1),
         "cold_start": probes, "workers": worker_health,
@@ -392,9 +399,11 @@ def run(args: argparse.Namespace) -> dict:
 
 def reanalyse(path: Path) -> dict:
     """An earlier result with its per-round breakdown recomputed from the logs and metrics in its work folder."""
+    from server.rundir import RunDir
+
     result = json.loads(path.read_text())
     work = Path(result["work_dir"])
-    metrics = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = RunDir(work / "run").metrics()
     logs = {s: (work / "deploy" / "logs" / f"supernode-{s}.log").read_text() for s in result["config"]["site_names"]}
     workers = {s: p.read_text() for s in result["config"]["site_names"]
                if (p := work / "deploy" / "logs" / f"worker-{s}.log").is_file()}
@@ -428,8 +437,12 @@ def main(argv: list[str] | None = None) -> int:
                              "on a saturated machine the file failed pushes with 'database is locked'")
     parser.add_argument("--round-timeout", type=float, default=300.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the run")
-    parser.add_argument("--worker", action="store_true",
-                        help="resident site workers (deploy.worker): the ClientApp forwards train/evaluate to them")
+    parser.add_argument("--worker", action=argparse.BooleanOptionalAction, default=True,
+                        help="resident site workers (deploy.worker, the deployment default): the ClientApp forwards "
+                             "train/evaluate to them; --no-worker: a fresh ClientApp process does all the work")
+    parser.add_argument("--evaluate", choices=("with-train", "separate"), default="with-train",
+                        help="strategy.evaluate: one message per round (with-train, the deployment default) or an "
+                             "evaluate message after every round's aggregation (separate)")
     parser.add_argument("--server-poll", action="store_true",
                         help="no effect, accepted for old command lines: the ServerApp always pulls replies every "
                              "0.5 s instead of Flower's 3 s (server/loop.py)")

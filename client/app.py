@@ -61,6 +61,8 @@ def train(msg: Message, context: Context) -> Message:
     n_units = site.privacy_units(policy.unit)  # patients (unit patient) or records: what DP-SGD samples
     _set_threads(cfg)
     device = choose_device(cfg.train.device)
+    global_state = from_record(msg.content[P.ARRAYS])
+    val_metrics = _evaluate_first(global_state, site, cfg, config, device)
 
     store = LedgerStore(site.state_dir, site.name)
     recorded = None
@@ -87,6 +89,7 @@ def train(msg: Message, context: Context) -> Message:
         run = ledger.run(run_name)
         metrics.update({"epsilon": ledger_epsilon(run) if run is not None else 0.0,
                         "delta": run.delta if run is not None else policy.delta})
+        metrics.update(val_metrics)
         return _reply(msg, site.name, P.STATUS_REFUSED, decision.refusal, None, metrics,
                       digest=run.digest() if run is not None and run.history else None)
     if decision.private:
@@ -94,11 +97,11 @@ def train(msg: Message, context: Context) -> Message:
                  decision.noise_multiplier, policy.describe())
 
     mu = float(config.get(P.PROXIMAL_MU, 0.0)) if cfg.strategy.name == "fedprox" else 0.0
-    global_state = from_record(msg.content[P.ARRAYS])
     result = train_local(global_state, site.train, cfg, server_round=server_round, site=site.name,
                          device=device, noise_multiplier=decision.noise_multiplier if decision.private else None,
                          proximal_mu=mu, patient_ids=site.train_patients)
     metrics = dict(result.metrics)
+    metrics.update(val_metrics)
     metrics[P.NUM_EXAMPLES] = float(n_train)
     metrics["dp-enabled"] = 1.0 if decision.private else 0.0
     digest = None
@@ -137,6 +140,22 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
+
+
+def _evaluate_first(global_state: dict, site, cfg: ScenarioConfig, config: dict, device) -> dict[str, float]:
+    """With ``strategy.evaluate: with-train`` the train message asks the site to score the global model it
+    brings (the previous round's) on its validation records before training: the evaluate message of that
+    round, without its own ClientApp process. ``val-examples`` is the count (num-examples is the training one)."""
+    if not config.get(P.EVALUATE_FIRST):
+        return {}
+    if site.val is None or len(site.val.ecg_ids) == 0:
+        return {"val-examples": 0.0}  # what its evaluate reply would say: no validation records
+    from client.training import validate_local
+
+    metrics = validate_local(global_state, site.val, cfg, site=site.name, device=device)
+    metrics["val-examples"] = metrics.pop(P.NUM_EXAMPLES, float(len(site.val.ecg_ids)))
+    return metrics
+
 
 
 def read_run_config(msg: Message) -> tuple[ScenarioConfig, dict]:

@@ -98,6 +98,10 @@ class StrategyConfig:
     name: str = "fedavg"  # fedavg | fedprox | fedadam | fedyogi
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
+    # separate: an evaluate message per round after aggregation. with-train: one message per round, each site
+    # first evaluates the global model it receives (the previous round's) and then trains; only the final model
+    # gets its own evaluate messages (halves the ClientApp process starts of a deployed round; server.loop)
+    evaluate: str = "separate"
     min_train_nodes: int = 2
     min_available_nodes: int = 2
     min_replies: int = 1  # a round with fewer accepted replies keeps the previous model
@@ -210,6 +214,8 @@ class ScenarioConfig:
             (re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.train.device) is not None,
              f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.train.device!r}"),
             (0 < self.strategy.fraction_evaluate <= 1, "strategy.fraction_evaluate must be in (0, 1]"),
+            (self.strategy.evaluate in ("separate", "with-train"),
+             f"strategy.evaluate must be separate or with-train, not {self.strategy.evaluate!r}"),
             (self.rounds >= 1, "rounds must be >= 1"),
             (self.train.local_steps >= 1, "train.local_steps must be >= 1"),
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),

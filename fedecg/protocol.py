@@ -16,6 +16,7 @@ MANIFEST_PATH = "manifest-path"  # in CONFIG, simulation only: where partition-i
 SIM_STATE_ROOT = "sim-state-root"  # in CONFIG, simulation only: where simulated nodes keep their ledger files
 SERVER_ROUND = "server-round"  # injected by Flower strategies
 PROXIMAL_MU = "proximal-mu"  # injected by FedProx
+EVALUATE_FIRST = "evaluate-first"  # in CONFIG of a train message (strategy.evaluate with-train): validate, then train
 
 NUM_EXAMPLES = "num-examples"  # Flower's weighting key
 
@@ -23,6 +24,7 @@ NUM_EXAMPLES = "num-examples"  # Flower's weighting key
 ALLOWED_METRICS = frozenset({
     NUM_EXAMPLES,
     "train-loss", "eps-loss", "mel-loss", "val-loss", "val-eps-loss", "val-mel-loss",
+    "val-examples",  # a train reply's validation count (EVALUATE_FIRST); an evaluate reply says num-examples
     "steps", "train-seconds",
     "epsilon", "delta", "dp-enabled", "dp-steps", "dp-sample-rate", "dp-noise-multiplier",
     "dp-max-grad-norm", "dp-rounds", "refused", "physical-batches", "dp-patient-level", "dp-units",

@@ -142,6 +142,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
         base_config[P.MANIFEST_PATH] = str(rd.manifest_path.resolve())
         base_config[P.SIM_STATE_ROOT] = str((rd.path / "node-state").resolve())
 
+    fused = cfg.strategy.evaluate == "with-train"  # one message per round (the last round also evaluates)
     progress = _progress(settings.show_progress, cfg.rounds, start)
     board = _tensorboard(rd)
     empty_rounds: list[int] = []
@@ -151,12 +152,21 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
             t0 = time.perf_counter()
             random.seed(json.dumps([cfg.seed, rnd]))  # Flower samples nodes with `random`: make it reproducible
             arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})  # the strategy's view
-            train_msgs = _packed(strategy.configure_train(rnd, arrays, ConfigRecord(dict(base_config)), grid),
-                                 weights)
+            round_config = dict(base_config)
+            if fused and rnd > 1:  # the sites score the model they receive (round rnd - 1's), then train
+                round_config[P.EVALUATE_FIRST] = True
+            train_msgs = _packed(strategy.configure_train(rnd, arrays, ConfigRecord(round_config), grid), weights)
             replies = list(send_and_receive(grid, train_msgs, timeout=cfg.strategy.round_timeout_s))
             t_train = time.perf_counter() - t0
             sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in train_msgs if m.metadata.message_id}
             sites, problems = attribute_replies(replies, node_names, sent_to)
+            if fused and rnd > 1:
+                evaluation = _evaluation_line(rnd - 1, replies, sites)
+                append_jsonl(rd.metrics_path, evaluation)
+                log.info("round %d (scored at the start of round %d): val-loss %s", rnd - 1, rnd,
+                         _fmt(evaluation["evaluation"]["server"]["val-loss"]))
+                if board is not None:
+                    _to_tensorboard(board, {"round": rnd - 1, **evaluation["evaluation"]})
             verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm, s, counts=counts,
                                     trainable=cfg.train.trainable) for m, s in zip(replies, sites)]
             screen_round(verdicts, problems, cfg.strategy.relative_norm_factor)
@@ -184,7 +194,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
 
             arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})
             eval_msgs = _packed(strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(base_config)), grid),
-                                weights)
+                                weights) if not fused or rnd == cfg.rounds else []
             eval_replies = list(send_and_receive(grid, eval_msgs, timeout=cfg.strategy.round_timeout_s)) \
                 if eval_msgs else []
             _merge_eval_metrics(site_metrics, eval_replies, node_names)
@@ -333,7 +343,8 @@ def _site_train_metrics(replies, verdicts: list[Verdict]) -> dict[str, dict]:
             entry["note"] = v.note
         if np.isfinite(v.update_norm):
             entry["update_norm"] = v.update_norm
-        entry.update(reported_metrics(msg))  # allow-listed finite scalars only
+        entry.update({k: v for k, v in reported_metrics(msg).items()  # allow-listed finite scalars only;
+                      if k not in _VAL_KEYS})  # a with-train reply's val-* describe the previous round's model
         digest = _reported_digest(msg)
         if digest is not None:
             entry[P.LEDGER_DIGEST] = digest
@@ -352,6 +363,9 @@ def _reported_digest(msg) -> str | None:
         return None
 
 
+_VAL_KEYS = ("val-loss", "val-eps-loss", "val-mel-loss", "val-examples")
+
+
 def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names: dict[int, str]) -> None:
     for msg in eval_replies:
         metrics = reported_metrics(msg)  # {} for error or malformed replies
@@ -359,11 +373,26 @@ def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names:
             continue
         site = site_of(msg, node_names)
         dest = site_metrics.setdefault(site, {"status": "evaluated-only"})
-        for k in ("val-loss", "val-eps-loss", "val-mel-loss"):
+        for k in _VAL_KEYS[:3]:
             if k in metrics:
                 dest[k] = float(metrics[k])
         if P.NUM_EXAMPLES in metrics:
             dest["val-examples"] = float(metrics[P.NUM_EXAMPLES])
+
+
+def _evaluation_line(of_round: int, replies, sites: list[str]) -> dict:
+    """The metrics.jsonl line of a round's model scored at the start of the next round (``strategy.evaluate:
+    with-train``): each site's val-* from its train reply; RunDir.metrics() merges it into that round's row, so
+    readers see the same rows as with separate evaluate messages."""
+    per_site: dict[str, dict] = {}
+    for msg, site in zip(replies, sites):
+        metrics = reported_metrics(msg)  # {} for error or malformed replies
+        vals = {k: float(metrics[k]) for k in _VAL_KEYS if k in metrics}
+        if vals:
+            per_site[site] = vals
+    scored = {s: {**m, "status": "evaluated-only"} for s, m in per_site.items()}
+    return {"round": of_round, "evaluation": {"sites": dict(sorted(per_site.items())),
+                                              "server": {"val-loss": _weighted(scored, "val-loss", "val-examples")}}}
 
 
 def _update_ledger(ledger: PrivacyLedger, rnd: int, site_metrics: dict[str, dict], n_sites: int = 0,
@@ -449,9 +478,13 @@ def _demographics_spec() -> dict:
     return dict(spec) if isinstance(spec, dict) else {"module": "ptbxl.demographics"}
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _log_round(rnd: int, total: int, row: dict) -> None:
     s = row["server"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    fmt = _fmt
     eps = f", max epsilon {s['max-epsilon']:.3f}" if s["max-epsilon"] is not None else ""
     log.info("round %d/%d: %d accepted, %d rejected, train-loss %s, val-loss %s%s (%.1f s)", rnd, total,
              s["accepted"], s["rejected"], fmt(s["train-loss"]), fmt(s["val-loss"]), eps, s["round-seconds"])

@@ -28,6 +28,21 @@ from fedecg.io import atomic_write_json, atomic_write_text, read_jsonl
 _ROUND_RE = re.compile(r"round-(\d{4,})\.pt$")
 
 
+def merge_evaluations(lines: list[dict]) -> list[dict]:
+    """metrics.jsonl lines → rows: each ``{"round": r, "evaluation": {"sites": ..., "server": ...}}`` line is
+    folded into round r's row (its sites' val-* and the server's val-loss; a later line wins), then dropped."""
+    rows = [line for line in lines if "evaluation" not in line]
+    by_round = {int(r.get("round", 0)): r for r in rows}
+    for line in lines:
+        if "evaluation" not in line or int(line.get("round", 0)) not in by_round:
+            continue
+        row, evaluation = by_round[int(line["round"])], line["evaluation"]
+        for site, vals in evaluation.get("sites", {}).items():
+            row.setdefault("sites", {}).setdefault(site, {"status": "evaluated-only"}).update(vals)
+        row.setdefault("server", {}).update(evaluation.get("server", {}))
+    return rows
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -112,11 +127,13 @@ class RunDir:
 
     # ---- metrics / status ----------------------------------------------------------------------------
     def metrics(self) -> list[dict]:
-        return read_jsonl(self.metrics_path)
+        """One row per finished round; ``evaluation`` lines (a round's model scored at the start of the next one,
+        ``strategy.evaluate: with-train``) are merged into the row of the round they score."""
+        return merge_evaluations(read_jsonl(self.metrics_path))
 
     def truncate_metrics(self, last_round: int) -> None:
         """Drop metric lines of rounds after ``last_round`` (left by a crash before their checkpoint)."""
-        rows = [r for r in self.metrics() if int(r.get("round", 0)) <= last_round]
+        rows = [r for r in read_jsonl(self.metrics_path) if int(r.get("round", 0)) <= last_round]
         import json
 
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))

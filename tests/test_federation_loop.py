@@ -253,3 +253,29 @@ def test_ledger_records_the_sampling_rate_opacus_used():
     assert poisson_rate(27, 8) == 0.25  # 4 batches, not 8/27
     assert poisson_rate(64, 8) == 8 / 64
     assert poisson_rate(5, 8) == 1.0
+
+
+def test_evaluate_with_train_sends_one_message_per_round_and_keeps_the_rows(tmp_path, demo_ptbxl):
+    """strategy.evaluate with-train: train messages of rounds ≥ 2 ask for the incoming model's validation loss,
+    only the last round has evaluate messages, and RunDir.metrics() gives the rows separate evaluation gives:
+    round r's val-* are those of round r's model, identical numbers (validation is seeded per site)."""
+    rows = {}
+    for mode in ("separate", "with-train"):
+        rd, n = _prepare(tmp_path, demo_ptbxl, mode, rounds=3, **{"strategy.evaluate": mode})
+        outgoing: list[Message] = []
+        _run(rd, n, outgoing=outgoing)
+        kinds = [m.metadata.message_type for m in outgoing]
+        assert kinds.count("train") == 3 * n
+        assert kinds.count("evaluate") == (3 * n if mode == "separate" else n)
+        rows[mode] = rd.metrics()
+        raw = [json.loads(line) for line in rd.metrics_path.read_text().splitlines()]
+        assert sum("evaluation" in line for line in raw) == (0 if mode == "separate" else 2)
+    for a, b in zip(rows["separate"], rows["with-train"], strict=True):
+        assert a["round"] == b["round"] and a["sites"].keys() == b["sites"].keys()
+        assert b["server"]["val-loss"] == pytest.approx(a["server"]["val-loss"], rel=1e-5)
+        for site, m in a["sites"].items():
+            assert b["sites"][site]["train-loss"] == pytest.approx(m["train-loss"], rel=1e-5)
+            for key in ("val-loss", "val-eps-loss", "val-examples"):
+                assert (key in m) == (key in b["sites"][site]), (site, key)
+                if key in m:
+                    assert b["sites"][site][key] == pytest.approx(m[key], rel=1e-5), (site, key)
