@@ -174,11 +174,12 @@ def _round0_checkpoint(messages, cfg, path: Path) -> Path:
     import torch
 
     from fedecg import protocol as P
+    from fedecg.wire import from_record
     from ptbxl.labels import LabelVocab
     from sssd.checkpoint import save_checkpoint
 
-    arrays = messages[0].content.array_records[P.ARRAYS]
-    sd = {k: torch.from_numpy(a.numpy().copy()) for k, a in arrays.items()}
+    arrays = from_record(messages[0].content.array_records[P.ARRAYS])  # packed or named, checked
+    sd = {k: torch.from_numpy(a.copy()) for k, a in arrays.items()}
     save_checkpoint(path, {"round": 0, "model_config": cfg.model.resolve().to_dict(), "state_dict": sd,
                            "ema_state_dict": None, "label_codes": list(LabelVocab.default().codes)})
     return path

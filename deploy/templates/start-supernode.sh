@@ -35,7 +35,7 @@ export FLWR_SUPEREXEC_TASK_POLL_INTERVAL="$${FLWR_SUPEREXEC_TASK_POLL_INTERVAL:-
 export FEDECG_SUPERNODE_IDLE_POLL_S="$${FEDECG_SUPERNODE_IDLE_POLL_S:-3}"
 PYTHON="$${FEDECG_PYTHON:-python}"
 # the resident site worker, supervised (restarted when it dies) and stopped with this SuperNode (same PID after exec)
-if [ "$${SITE_WORKER:-false}" = "true" ]; then
+if [ "$${SITE_WORKER:-true}" = "true" ]; then
   WORKER_SOCKET="$${WORKER_SOCKET:-$$HERE/run/worker.sock}"
   case "$$WORKER_SOCKET" in *\'*|*\"*|*" "*) echo "error: the worker socket path must not contain quotes or blanks" >&2; exit 2;; esac
   mkdir -p -m 0700 "$$(dirname "$$WORKER_SOCKET")"

@@ -105,8 +105,10 @@ def local(
     smoke: bool = typer.Option(False, "--smoke", help="Run the no-training smoke app instead (checks wiring)."),
     rounds: int = typer.Option(2, "--smoke-rounds", help="Rounds of the smoke app."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait for the run to finish."),
-    workers: bool = typer.Option(False, "--workers",
-                                 help="A resident worker per site (deploy.worker): torch, data and model stay warm."),
+    workers: bool = typer.Option(True, "--workers/--no-workers",
+                                 help="A resident worker per site (deploy.worker, the default): torch, data and model "
+                                      "stay warm; --no-workers: a fresh ClientApp process does all the work. "
+                                      "Not started for --smoke."),
 ) -> None:
     """Start a SuperLink and one SuperNode per site on 127.0.0.1 (TLS + node auth), run the app, stop all.
 
@@ -140,7 +142,8 @@ def local(
 
     previous = signal.signal(signal.SIGTERM, _term)
     try:
-        result = run_local(cons, work_dir, folders, app, run_config, timeout=timeout, workers=workers)
+        result = run_local(cons, work_dir, folders, app, run_config, timeout=timeout,
+                           workers=workers and not smoke)  # the smoke app has no worker hook
     finally:
         signal.signal(signal.SIGTERM, previous)
     typer.echo(f"run {result.run_id}: {result.status} in {result.elapsed_s:.0f} s (log {result.log_path})")
