@@ -5,11 +5,18 @@ Run-config keys (``[tool.flwr.app.config]`` in pyproject.toml, ``flwr run . --ru
 ``overrides`` (";"-separated ``key=value`` list), ``mode`` (``simulation``: partition the scenario's dataset
 and hand simulated nodes their partition; ``deployment``: each site brings its own data folder).
 An existing run directory is continued from its last checkpoint (resume).
+
+The Simulation Engine runs this same ``app`` object: ``flwr.simulation.run_simulation`` hands the ServerApp an
+empty run config, so the harness (simulations.runner) binds its already prepared settings with
+:func:`bound_settings` for the length of the run instead.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flwr.app import Context
@@ -22,11 +29,31 @@ log = logging.getLogger(__name__)
 
 app = ServerApp()
 
+_bound: list[ServerSettings] = []  # settings bound by the simulation harness (at most one run per process)
+_bind_lock = threading.Lock()
+
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    settings = settings_from_run_config(dict(context.run_config))
+    settings = _bound[0] if _bound else settings_from_run_config(dict(context.run_config))
     run_federation(grid, settings)
+
+
+@contextmanager
+def bound_settings(settings: ServerSettings) -> Iterator[None]:
+    """Within the block, :data:`app` runs with ``settings`` instead of reading the run config (the Simulation
+    Engine gives it none). One run at a time per process: a second concurrent binding raises FedECGError."""
+    from fedecg.errors import FedECGError
+
+    with _bind_lock:
+        if _bound:
+            raise FedECGError("another simulation is already running in this process")
+        _bound.append(settings)
+    try:
+        yield
+    finally:
+        with _bind_lock:
+            _bound.clear()
 
 
 def settings_from_run_config(run_config: dict) -> ServerSettings:

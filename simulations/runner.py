@@ -15,6 +15,7 @@ on every node and the run directory must be on storage every node sees.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -43,11 +44,12 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     simulations.inprocess). Raises FedECGError when the run did not complete (status.json says why)."""
     if engine not in ("ray", "inprocess"):
         raise FedECGError(f"engine must be ray or inprocess, got {engine!r}")
-    from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
     from client.app import app as client_app
     from ptbxl.partition import Manifest
+    from server.app import app as server_app
+    from server.app import bound_settings
     from server.loop import ServerSettings, run_federation
     from server.prepare import prepare_run
 
@@ -72,12 +74,6 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         except Exception as exc:
             raise FedECGError(f"simulation of {rd.path} failed: {type(exc).__name__}: {exc}") from exc
         return _check_completed(rd)
-    server_app = ServerApp()
-
-    @server_app.main()
-    def _main(grid, context) -> None:  # noqa: ANN001
-        run_federation(grid, settings)
-
     for k, v in FLOWER_ENV.items():
         os.environ.setdefault(k, v)
     os.environ.setdefault("FLWR_HOME", str((rd.path / "flwr_home").resolve()))
@@ -99,8 +95,9 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     try:
         if address:
             joined = join_ray_cluster(address, backend_config, env_keys=(SIMULATED_NODE_CONFIG_ENV,))
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
-                       backend_config=backend_config)
+        with bound_settings(settings), _without_run_simulation_deprecation():
+            run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
+                           backend_config=backend_config)
     except Exception as exc:  # Flower wraps ServerApp errors; status.json has the cause
         status = rd.status()
         raise FedECGError(f"simulation of {rd.path} failed: {status.get('error', exc)}") from exc
@@ -115,6 +112,29 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         else:
             os.environ[SIMULATED_NODE_CONFIG_ENV] = previous
     return _check_completed(rd)
+
+
+class _DropRunSimulationDeprecation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (args and str(args[0]).startswith("The `run_simulation` function is deprecated"))
+
+
+@contextlib.contextmanager
+def _without_run_simulation_deprecation():
+    """Flower 1.41 logs "run_simulation is deprecated, use `flwr run`" on every call. We keep it on purpose
+    (docs/ARCHITECTURE.md, "Why run_simulation"): ``flwr run`` in 1.41 always submits a FAB built from the app
+    folder to a SuperLink's Control API, and for a local simulation it starts a detached, managed
+    ``flower-superlink --simulation`` that outlives the command; that would make every ``fedecg simulate``, test
+    and benchmark leave a daemon behind and run the ServerApp in another process than the one that prepared the
+    run. The one warning is dropped here, every other Flower log line stays."""
+    flwr_log = logging.getLogger("flwr")
+    f = _DropRunSimulationDeprecation()
+    flwr_log.addFilter(f)
+    try:
+        yield
+    finally:
+        flwr_log.removeFilter(f)
 
 
 def ray_address(cfg) -> str:  # noqa: ANN001 - ScenarioConfig

@@ -49,6 +49,32 @@ def test_simulate_demo_data_with_dp_in_ray(tmp_path, demo_ptbxl):
     eps = _eps_by_site(run)
     assert len(eps) == 4
     assert all(e[1] > e[0] > 0 for e in eps.values()), eps
+    # the one deprecation line Flower prints for run_simulation is dropped (docs/ARCHITECTURE.md says why)
+    assert "run_simulation` function is deprecated" not in res.stderr + res.stdout
+
+
+def test_the_simulator_runs_the_deployment_serverapp_with_bound_settings(monkeypatch):
+    """simulations.runner hands Flower server.app.app itself; run_simulation gives it an empty run config, so the
+    settings the harness prepared are bound for the run (and only one binding at a time)."""
+    from fedecg.errors import FedECGError
+    from server import app as server_app
+    from server.loop import ServerSettings
+
+    seen = []
+    monkeypatch.setattr(server_app, "run_federation", lambda grid, settings: seen.append(settings))
+    monkeypatch.setattr(server_app, "settings_from_run_config", lambda rc: ("from run config", rc))
+    bound = ServerSettings(run_dir="/nowhere", run_name="x", simulation=True)
+
+    class _Ctx:
+        run_config = {"run-dir": "/elsewhere"}
+
+    with server_app.bound_settings(bound):
+        server_app.main(None, _Ctx())
+        with pytest.raises(FedECGError, match="already running"):
+            with server_app.bound_settings(bound):
+                pass
+    server_app.main(None, _Ctx())
+    assert seen == [bound, ("from run config", {"run-dir": "/elsewhere"})]
 
 
 @pytest.mark.slow
