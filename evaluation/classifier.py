@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from fedecg.errors import FedECGError
+from fedecg.io import atomic_save
 
 log = logging.getLogger(__name__)
 FORMAT = "fedecg-classifier/1"
@@ -147,8 +149,6 @@ def _batched(model, x, device, batch_size, fn) -> np.ndarray:
 
 def macro_auroc(y: np.ndarray, p: np.ndarray) -> float:
     """Mean AUROC over the classes with both positives and negatives in ``y``; NaN if none."""
-    from sklearn.metrics import roc_auc_score
-
     scores = [roc_auc_score(y[:, k], p[:, k]) for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
     return float(np.mean(scores)) if scores else float("nan")
 
@@ -175,8 +175,6 @@ def bootstrap_auroc(y: np.ndarray, p: np.ndarray, n_boot: int = 200, seed: int =
 def save_classifier(
     path: str | Path, model: ECGClassifier, cfg: ClassifierConfig, classes: list[str]
 ) -> None:
-    from fedecg.io import atomic_save
-
     payload = {
         "format": FORMAT,
         "config": asdict(cfg),

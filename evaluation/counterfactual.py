@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation import synthesize  # generate looked up at call time (tests stub synthesize.generate)
 from evaluation.intervals import ecg_measures
 from evaluation.personalisation import EFFECT_MEASURES
 
@@ -32,17 +33,15 @@ def counterfactual_effects(checkpoint: str | Path, n: int = 16, labels: Sequence
                            device=None) -> dict:
     """Paired low/high sweeps of every factor (module docstring); ``real_effects`` as returned by
     ``personalisation.effect_sizes`` on a real set adds the direction comparison."""
-    from evaluation.synthesize import SamplerSettings, explicit_conditions, generate
-
-    settings = SamplerSettings(steps=steps, seed=seed)
+    settings = synthesize.SamplerSettings(steps=steps, seed=seed)
     out: dict = {"n": n, "labels": list(labels), "base": BASE, "sweeps": {k: list(v) for k, v in SWEEPS.items()},
                  "effects": {}}
     agree = counted = 0
     for factor, (lo, hi) in SWEEPS.items():
         x = {}
         for tag, value in (("low", lo), ("high", hi)):
-            cond = explicit_conditions(n, labels, **{**BASE, factor: value})
-            x[tag], _ = generate(checkpoint, cond, settings, device)
+            cond = synthesize.explicit_conditions(n, labels, **{**BASE, factor: value})
+            x[tag], _ = synthesize.generate(checkpoint, cond, settings, device)
         m_lo, m_hi = ecg_measures(x["low"]), ecg_measures(x["high"])
         out["effects"][factor] = {}
         for m in EFFECT_MEASURES:

@@ -18,6 +18,9 @@ import pandas as pd
 
 from evaluation.leads import to_12_leads
 from fedecg.errors import FedECGError
+from ptbxl.layout import read_database, read_scp_statements
+from ptbxl.scp_table import SUPERCLASS
+from ptbxl.signals import read_record
 
 log = logging.getLogger(__name__)
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
@@ -66,9 +69,6 @@ def load_ecg_set(
 
 
 def _load_folder(root: Path, max_records: int | None, folds: tuple[int, ...] | None, seed: int) -> ECGSet:
-    from ptbxl.layout import read_database, read_scp_statements
-    from ptbxl.signals import read_record
-
     meta = read_database(root, required=("ecg_id", "scp_codes", "filename_lr"))
     if folds is not None and "strat_fold" in meta.columns:
         meta = meta[meta["strat_fold"].isin(folds)]
@@ -107,8 +107,6 @@ def _load_npz(path: Path) -> ECGSet:
 def superclass_map(statements: pd.DataFrame | None) -> dict[str, str]:
     """SCP code → diagnostic superclass (NORM/MI/STTC/CD/HYP) from ``scp_statements.csv``."""
     if statements is None or "diagnostic_class" not in statements.columns:
-        from ptbxl.scp_table import SUPERCLASS
-
         return dict(SUPERCLASS)
     col = statements["diagnostic_class"].dropna()
     return {str(code): str(cls) for code, cls in col.items()}

@@ -28,7 +28,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
+from scipy.linalg import sqrtm
+from scipy.signal import welch
 
 from fedecg.errors import FedECGError
 from ptbxl.constants import LEADS_12
@@ -136,8 +139,6 @@ def psd_distance_per_lead(
     lead_names: Sequence[str] = LEADS_12,
 ) -> dict[str, float]:
     """Per-lead L1 distance (dB) between the set-mean Welch PSDs."""
-    from scipy.signal import welch
-
     _check_pair(real, synthetic)
     nper = min(cfg.welch_nperseg, real.shape[-1], synthetic.shape[-1])
     f, p_r = welch(np.asarray(real, np.float64), fs=cfg.fs, nperseg=nper, axis=-1)
@@ -149,8 +150,6 @@ def psd_distance_per_lead(
 
 def log_mel_spectra(x: np.ndarray, cfg: SpectralConfig = SpectralConfig()) -> np.ndarray:
     """Set-mean log-Mel spectrum ``(C, n_mels)`` in dB of ``x`` ``(N, C, L)`` (mean over ECGs and frames)."""
-    import librosa
-
     mel = librosa.feature.melspectrogram(
         y=np.asarray(x, dtype=np.float32),
         sr=cfg.fs,
@@ -179,8 +178,6 @@ def mel_distance_per_lead(
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to embeddings ``a`` (N, D) and ``b`` (M, D)."""
-    from scipy.linalg import sqrtm
-
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise FedECGError(f"frechet_distance needs two (N>=2, D) embedding sets, got {a.shape} and {b.shape}")

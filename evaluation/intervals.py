@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ks_2samp, wasserstein_distance
 
 log = logging.getLogger(__name__)
 MEASURES = ("hr_bpm", "qrs_ms", "qt_ms", "pr_ms", "r_amp_mv", "qrs_amp_mv")
@@ -29,7 +30,7 @@ def ecg_measures(x: np.ndarray, fs: float = 100.0, lead: int = 1) -> pd.DataFram
 
 
 def _measure_one(sig: np.ndarray, fs: float) -> dict[str, float]:
-    import neurokit2 as nk
+    import neurokit2 as nk  # heavy: ~2 s, pulls matplotlib and sklearn; only the delineation needs it
 
     out = {m: np.nan for m in MEASURES}
     if not np.isfinite(sig).all() or np.std(sig) < 1e-6:
@@ -75,8 +76,6 @@ def _plausible(name: str, values: np.ndarray) -> float:
 def compare_distributions(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Per measure: real/synthetic mean, std and median, the 1-Wasserstein distance (measure's unit) and the
     two-sample Kolmogorov–Smirnov statistic (0..1); identical samples → both 0. NaNs are dropped."""
-    from scipy.stats import ks_2samp, wasserstein_distance
-
     out: dict[str, dict[str, float]] = {}
     for m in MEASURES:
         r = real[m].dropna().to_numpy() if m in real else np.array([])

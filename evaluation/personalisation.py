@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 FACTORS = ("age", "sex", "height", "weight")
 EFFECT_MEASURES = ("hr_bpm", "qrs_ms", "qt_ms", "r_amp_mv", "qrs_amp_mv")
@@ -30,8 +31,6 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
 
 def effect_sizes(demo: pd.DataFrame, measures: pd.DataFrame) -> dict[str, dict[str, float]]:
     """{factor: {measure: effect}} for one ECG set (rows of ``demo`` and ``measures`` aligned)."""
-    from scipy.stats import spearmanr
-
     demo = demo.reset_index(drop=True)
     measures = measures.reset_index(drop=True)
     out: dict[str, dict[str, float]] = {}

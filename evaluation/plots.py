@@ -16,6 +16,7 @@ import numpy as np
 
 from evaluation.leads import to_12_leads
 from fedecg.errors import FedECGError
+from fedecg.io import atomic_save
 from ptbxl.constants import LEADS_12
 
 MM_PER_S = 25.0
@@ -72,7 +73,7 @@ def plot_ecg(
     signal: np.ndarray, path: str | Path, fs: float = 100.0, title: str | None = None, dpi: int = 150
 ) -> Path:
     """Write one ECG (``(12, L)`` or ``(8, L)`` in mV) as a PNG on ECG paper; returns the path."""
-    import matplotlib
+    import matplotlib  # local: Agg is chosen only when drawing, never as a side effect of importing this module
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -99,7 +100,7 @@ def plot_ecg_grid(
     dpi: int = 110,
 ) -> Path:
     """Overview PNG of ``N`` ECGs (``(N, 12, L)`` or ``(N, 8, L)`` in mV), each on its own ECG paper panel."""
-    import matplotlib
+    import matplotlib  # local: Agg is chosen only when drawing, never as a side effect of importing this module
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -146,8 +147,6 @@ def _calibration_pulse(ax, base: float, linewidth: float) -> None:
 
 
 def _save(fig, path: str | Path, dpi: int) -> Path:
-    from fedecg.io import atomic_save
-
     path = Path(path)
     atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
     return path

@@ -26,6 +26,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import uniform_filter1d
+from scipy.signal import butter, find_peaks, sosfiltfilt
+from scipy.stats import wasserstein_distance
 
 from evaluation import fidelity
 from fedecg.errors import FedECGError
@@ -77,8 +80,6 @@ def realism_metrics(real: np.ndarray, synthetic: np.ndarray, fs: float = 100.0) 
     hr_syn = b_syn["hr_bpm"][np.isfinite(b_syn["hr_bpm"])]
     hr_distance = None
     if hr_real.size and hr_syn.size:
-        from scipy.stats import wasserstein_distance
-
         hr_distance = float(wasserstein_distance(hr_real, hr_syn))
 
     amp_real = float(np.median(robust_amplitude(real, cfg.lead)))
@@ -172,8 +173,6 @@ def detect_r_peaks(sig: np.ndarray, fs: float = 100.0, cfg: RhythmConfig = Rhyth
     ``threshold_percentile`` percentile at least ``refractory_s`` apart; a peak within ``t_wave_s`` of the
     previous beat whose envelope is below ``t_wave_ratio`` × the beat's is dropped as a T wave. Polarity-free
     (inverted QRS complexes are found too)."""
-    from scipy.signal import sosfiltfilt
-
     sig = np.asarray(sig, dtype=np.float64)
     if sig.size < 3 or np.std(sig) < 1e-6:
         return np.zeros(0, dtype=int)
@@ -181,9 +180,6 @@ def detect_r_peaks(sig: np.ndarray, fs: float = 100.0, cfg: RhythmConfig = Rhyth
 
 
 def _peaks_from_bandpassed(bp: np.ndarray, fs: float, cfg: RhythmConfig) -> np.ndarray:
-    from scipy.ndimage import uniform_filter1d
-    from scipy.signal import find_peaks
-
     env = uniform_filter1d(np.diff(bp, prepend=bp[0]) ** 2, max(1, int(round(cfg.envelope_s * fs))))
     thr = cfg.threshold_frac * np.percentile(env, cfg.threshold_percentile)
     if not thr > 0:
@@ -203,8 +199,6 @@ def beat_features(x: np.ndarray, fs: float = 100.0, cfg: RhythmConfig = RhythmCo
     """Per ECG of ``x`` (N, C, L) on lead ``cfg.lead``: ``n_beats``, ``hr_bpm`` (60 / median RR; NaN with fewer
     than ``min_beats`` beats), ``rr_cv`` (SD / mean of RR), ``consistency`` (see ``beat_consistency``) and
     ``regular`` (bool: the regular-rhythm test of the module docstring)."""
-    from scipy.signal import sosfiltfilt
-
     x = np.asarray(x)
     n = len(x)
     out = {k: np.full(n, np.nan) for k in ("hr_bpm", "rr_cv", "consistency")}
@@ -284,8 +278,6 @@ def hf_power_share(x: np.ndarray, fs: float = 100.0, cutoff_hz: float = 25.0) ->
 
 @functools.lru_cache(maxsize=16)
 def _sos(band: tuple[float, float], fs: float, order: int) -> np.ndarray:
-    from scipy.signal import butter
-
     return butter(order, [band[0], min(band[1], 0.45 * fs)], btype="band", fs=fs, output="sos")
 
 

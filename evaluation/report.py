@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import fidelity, intervals, personalisation, realism
-from evaluation.classifier import ClassifierConfig
+from evaluation.classifier import ClassifierConfig, embed, load_classifier, save_classifier, train_classifier
 from evaluation.ecgset import SUPERCLASSES, ECGSet, condition_keys, demographics, superclass_targets
 from evaluation.leads import to_model_view
 from fedecg.errors import FedECGError
@@ -118,8 +118,6 @@ def fid_score(
 ) -> tuple[float, dict]:
     """FID between the real and synthetic sets in the embedding space of a classifier trained on real data
     (``classifier_train``, default ``real``)."""
-    from evaluation.classifier import embed, load_classifier, save_classifier, train_classifier
-
     if classifier_path is not None:
         model, _ = load_classifier(classifier_path, device)
         info = {"source": str(classifier_path), "trained": False}

@@ -17,14 +17,28 @@ global weights).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy.signal import resample_poly
 
+from evaluation.plots import plot_ecg, plot_ecg_grid
 from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_json
+from ptbxl.constants import FS_HIGH
+from ptbxl.demographics import encode_demographics
+from ptbxl.labels import LabelVocab
+from ptbxl.layout import read_database
+from ptbxl.scp_table import statements_frame
+from ptbxl.writer import write_ptbxl_folder
+from sssd.checkpoint import load_checkpoint, model_from_checkpoint, preferred_state
+from sssd.diffusion import Schedule
+from sssd.sampling import SAMPLERS, sample
 
 log = logging.getLogger(__name__)
 _SEX = {"male": 0.0, "m": 0.0, "0": 0.0, "female": 1.0, "f": 1.0, "1": 1.0}
@@ -41,8 +55,6 @@ class SamplerSettings:
     ema: bool = True  # the checkpoint's EMA weights when it has them (server-side EMA), else its global weights
 
     def __post_init__(self) -> None:
-        from sssd.sampling import SAMPLERS
-
         if self.sampler not in SAMPLERS:
             raise FedECGError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.steps < 1 or self.batch_size < 1:
@@ -51,8 +63,6 @@ class SamplerSettings:
             raise FedECGError(f"--sampler {self.sampler} needs --steps >= 2 (one model call per step)")
         if not 0.0 <= self.eta <= 1.0:
             raise FedECGError(f"--eta must be in [0, 1], got {self.eta}")
-        import math
-
         if not math.isfinite(self.guidance):
             raise FedECGError(f"--guidance must be a finite number, got {self.guidance}")
 
@@ -101,8 +111,6 @@ def conditions_like_dataset(root: str | Path, n: int, seed: int = 0,
                             folds: tuple[int, ...] | None = None) -> Conditions:
     """``n`` rows of a PTB-XL-layout folder's metadata (labels, demographics, site), sampled with a seeded
     RNG; ``folds`` restricts the rows to those ``strat_fold`` values (e.g. the training folds)."""
-    from ptbxl.layout import read_database
-
     meta = read_database(root, required=("ecg_id", "scp_codes"))
     if folds is not None and "strat_fold" in meta.columns:
         meta = meta[meta["strat_fold"].isin(folds)]
@@ -138,14 +146,6 @@ def generate(
     (``label_codes``, ``round``, ``model_config``, ``weights``: ``"ema"`` or ``"state_dict"``, the weights
     sampled from, ``base``: the pretrained base the run started from, if recorded). Unknown label codes raise
     FedECGError."""
-    import torch
-
-    from ptbxl.demographics import encode_demographics
-    from ptbxl.labels import LabelVocab
-    from sssd.checkpoint import load_checkpoint, model_from_checkpoint, preferred_state
-    from sssd.diffusion import Schedule
-    from sssd.sampling import sample
-
     device = torch.device(device or "cpu")
     ckpt = load_checkpoint(checkpoint)
     vocab = LabelVocab.from_list(ckpt.get("label_codes") or LabelVocab.default().to_list())
@@ -208,11 +208,6 @@ def write_synthetic_dataset(
 ) -> Path:
     """Write the PTB-XL-layout folder described in the module docstring (complete or not at all:
     ``ptbxl.writer.write_ptbxl_folder``). Returns ``out``."""
-    from evaluation.plots import plot_ecg, plot_ecg_grid
-    from fedecg.io import atomic_write_json
-    from ptbxl.constants import FS_HIGH
-    from ptbxl.writer import write_ptbxl_folder
-
     out = Path(out)
     if signals.ndim != 3 or signals.shape[1] != 12 or len(signals) != len(conditions):
         raise FedECGError(f"signals {signals.shape} do not match {len(conditions)} conditions x 12 leads")
@@ -278,16 +273,12 @@ def _database(conditions: Conditions) -> pd.DataFrame:
 
 
 def _statements(label_codes: Sequence[str]) -> pd.DataFrame:
-    from ptbxl.scp_table import statements_frame
-
     table = statements_frame()
     rows = [table.loc[c] if c in table.index else pd.Series({"description": c}, name=c) for c in label_codes]
     return pd.DataFrame(rows, columns=table.columns, index=pd.Index(list(label_codes)))
 
 
 def _upsample(sig: np.ndarray, fs: int, fs_high: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
     return resample_poly(sig, fs_high // fs, 1, axis=-1).astype(np.float32)
 
 

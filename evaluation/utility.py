@@ -23,7 +23,9 @@ import numpy as np
 from evaluation.classifier import ClassifierConfig, bootstrap_auroc, predict_proba, train_classifier
 from evaluation.ecgset import SUPERCLASSES, ECGSet, load_ecg_set, superclass_targets
 from evaluation.leads import to_model_view
+from evaluation.synthesize import SamplerSettings, conditions_like_dataset, generate, write_synthetic_dataset
 from fedecg.errors import FedECGError
+from fedecg.io import atomic_save, atomic_write_json, atomic_write_text
 from ptbxl.constants import TEST_FOLDS, TRAIN_FOLDS
 
 log = logging.getLogger(__name__)
@@ -66,13 +68,6 @@ def run_utility(real: str | Path, cfg: UtilityConfig, out: str | Path, synthetic
 
 def synthesize_like(checkpoint, real_root, cfg: UtilityConfig, dest: Path, device=None) -> ECGSet:
     """Generate ``cfg.n_synthetic`` ECGs conditioned on rows of the real training folds; write, then load."""
-    from evaluation.synthesize import (
-        SamplerSettings,
-        conditions_like_dataset,
-        generate,
-        write_synthetic_dataset,
-    )
-
     conditions = conditions_like_dataset(real_root, cfg.n_synthetic, cfg.seed, folds=TRAIN_FOLDS)
     settings = SamplerSettings(steps=cfg.steps, seed=cfg.seed)
     signals, info = generate(checkpoint, conditions, settings, device)
@@ -126,8 +121,6 @@ def _pct(f: float) -> str:
 
 def write_utility(result: dict, out: str | Path) -> None:
     """``utility.json`` (machine-readable), ``utility.md`` (table), ``utility.png`` (AUROC vs real %)."""
-    from fedecg.io import atomic_write_json, atomic_write_text
-
     out = Path(out)
     atomic_write_json(out / "utility.json", result)
     atomic_write_text(out / "utility.md", utility_table(result))
@@ -149,12 +142,10 @@ def _f(v) -> str:
 
 
 def plot_utility(result: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # local: Agg is chosen only when drawing, never as a side effect of importing this module
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from fedecg.io import atomic_save
 
     rows = {r["setting"]: r for r in result["rows"]}
     fracs = sorted({r["real_fraction"] for r in result["rows"] if r["setting"].startswith("real_")
