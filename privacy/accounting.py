@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedecg.errors import FedECGError
-from privacy.ledger import LifetimeLedger, PrivacyLedger, SiteLedger
+from privacy.ledger import LifetimeLedger, PrivacyLedger, SiteLedger, entries_digest
+
+# opacus (~2 s, pulls torch) and dp_accounting (~1 s) are imported where used: this module is otherwise torch-free
+# and is imported by the site policy (privacy.policy.decide) and the CLI's budget and planning commands.
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ History = Sequence[tuple[float, float, int]]
 
 def rdp_orders() -> list[float]:
     """RDP orders: Opacus' defaults (1.1…63) extended to 1024 so large ε are not clipped by the grid."""
-    from opacus.accountants.rdp import RDPAccountant
+    from opacus.accountants.rdp import RDPAccountant  # heavy: see the note at the imports
 
     return list(RDPAccountant.DEFAULT_ALPHAS) + list(range(64, 257, 4)) + [320, 384, 512, 768, 1024]
 
@@ -68,7 +71,7 @@ def compute_epsilon(history: History, delta: float, accountant: str = "rdp") -> 
         return 0.0
     if any(sigma == 0 for sigma, _, _ in hist):
         return math.inf
-    from opacus.accountants import create_accountant
+    from opacus.accountants import create_accountant  # heavy: see the note at the imports
 
     eps_rdp = _rdp_epsilon(hist, delta)
     if accountant == "rdp":
@@ -87,7 +90,7 @@ def _rdp_epsilon(hist: list[tuple[float, float, int]], delta: float) -> float:
     """Opacus ``RDPAccountant.get_epsilon`` (orders ``rdp_orders()``), with each (q, σ)'s per-step RDP computed
     once per process: the same arithmetic in the same order, so the same float, but a site's or a ledger's
     history of many rounds at one (σ, q) no longer recomputes the Rényi series for every entry."""
-    from opacus.accountants.analysis import rdp as analysis
+    from opacus.accountants.analysis import rdp as analysis  # heavy: see the note at the imports
 
     orders = rdp_orders()
     total = sum([np.asarray(_rdp_per_step(q, sigma)) * steps for sigma, q, steps in hist])
@@ -97,14 +100,14 @@ def _rdp_epsilon(hist: list[tuple[float, float, int]], delta: float) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def _rdp_per_step(q: float, sigma: float) -> tuple[float, ...]:
-    from opacus.accountants.analysis import rdp as analysis
+    from opacus.accountants.analysis import rdp as analysis  # heavy: see the note at the imports
 
     return tuple(analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=1, orders=rdp_orders()))
 
 
 def dp_accounting_epsilon(history: History, delta: float, method: str = "pld") -> float:
     """Independent ε(δ) from Google's dp-accounting: ``pld`` (privacy-loss distributions) or ``rdp``."""
-    import dp_accounting as dpa
+    import dp_accounting as dpa  # heavy: see the note at the imports
     from dp_accounting import pld, rdp
 
     hist = _check_history(history)
@@ -216,8 +219,6 @@ def reconcile(entry: SiteLedger, accountant: str | None = None) -> Reconciliatio
     """Check ``entry`` (one site of RUN_DIR/privacy_ledger.json) against the site's own reports, round by
     round: recompute ε from the history up to each report with the site's accountant at its δ, compare the
     cumulative steps, and (when no gap precedes it) the digest of the entries."""
-    from privacy.ledger import entries_digest
-
     accountant = accountant or (entry.accountant if entry.accountant in ACCOUNTANTS else "rdp")
     problems: list[str] = []
     checked = 0
@@ -383,7 +384,7 @@ def plan_noise_multiplier(
 ) -> float:
     """Smallest σ (to ``tolerance`` in ε) such that ``steps`` steps at rate q give ε(δ) ≤ target
     (``opacus.accountants.utils.get_noise_multiplier``, a bisection over σ)."""
-    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.accountants.utils import get_noise_multiplier  # heavy: see the note at the imports
 
     if target_epsilon <= 0 or not 0 < delta < 1 or not 0 < sample_rate <= 1 or steps <= 0:
         raise FedECGError(

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.stats import binomtest, mannwhitneyu
 
 from fedecg.errors import FedECGError
 from privacy.distances import Neighbours, lead_scales, nearest_neighbours, nearest_neighbours_shift_tolerant
@@ -123,8 +124,6 @@ def dcr_tests(
 
     ``nearest_pooled[s]`` = index of s's closest real record in the pooled order (train 0..N−1, then holdout
     N..N+M−1); without it the permutation test is skipped and the binomial p-value decides."""
-    from scipy.stats import binomtest, mannwhitneyu
-
     closer = int(np.sum(dcr_train < dcr_holdout))
     n = len(dcr_train)
     p0 = n_train / (n_train + n_holdout)

@@ -35,16 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from scipy.stats import binom
 
 from fedecg.errors import FedECGError
+from ptbxl.constants import DATABASE_CSV, FS, FS_HIGH, TRAIN_FOLDS
+from ptbxl.signals import derive_12_leads
+from ptbxl.writer import write_ptbxl_folder
 
 log = logging.getLogger(__name__)
 
 
 def p_value(m: int, r: int, v: int, eps: float, delta: float = 0.0) -> float:
     """Upper bound on P[≥ v correct of r guesses] for an (ε, δ)-DP algorithm with m canaries (docstring)."""
-    from scipy.stats import binom
-
     if not 0 <= v <= r <= m:
         raise FedECGError(f"canary bound needs 0 <= v <= r <= m (got v={v}, r={r}, m={m})")
     if eps < 0 or not 0 <= delta <= 1:
@@ -175,12 +178,6 @@ def write_canary_dataset(
     """Copy ``source``'s PTB-XL layout to ``dest`` (records symlinked) and add the included canaries as
     train-fold WFDB records at random existing sites (``ptbxl.writer.write_ptbxl_folder``: the folder is
     complete or absent). Returns the canaries' ecg_ids (−1 for excluded ones)."""
-    import pandas as pd
-
-    from ptbxl.constants import DATABASE_CSV, FS, FS_HIGH, TRAIN_FOLDS
-    from ptbxl.signals import derive_12_leads
-    from ptbxl.writer import write_ptbxl_folder
-
     source, dest = Path(source).resolve(), Path(dest)
     csv = source / DATABASE_CSV
     if not csv.is_file():

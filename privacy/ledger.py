@@ -66,6 +66,11 @@ from typing import Any
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: _locked takes no cross-process lock
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "privacy_ledger.json"  # the run's, in RUN_DIR
@@ -524,9 +529,7 @@ class LedgerStore:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock
+    if fcntl is None:  # not POSIX: no cross-process lock
         yield
         return
     with open(path, "a+") as fh:

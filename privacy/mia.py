@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedecg.errors import FedECGError
+from sssd.losses import diffusion_loss
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,6 @@ def denoising_errors(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """e(x0) per record (module docstring), shape (N,), for x (N, 8, L) mV with its conditions."""
-    from sssd.losses import diffusion_loss
-
     cfg = cfg or MIAConfig()
     dev = torch.device(device)
     if x.ndim != 3 or not (len(x) == len(labels) == len(demo) == len(demo_mask)):
@@ -100,8 +100,6 @@ def attack_metrics(
     member_scores: np.ndarray, nonmember_scores: np.ndarray, target_fprs: Sequence[float] = (0.01, 0.001)
 ) -> dict:
     """AUC, TPR at the target FPRs and the ROC curve for scores where higher = "member"."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     m, h = np.asarray(member_scores, float), np.asarray(nonmember_scores, float)
     if len(m) == 0 or len(h) == 0:
         raise FedECGError(f"MIA needs members and non-members (got {len(m)} and {len(h)})")

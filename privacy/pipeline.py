@@ -12,11 +12,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluation.realism import realism_criteria, realism_metrics
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json
+from privacy.accounting import run_budget
 from privacy.audit import AuditConfig, base_corpus_audit, memorization_audit
-from privacy.inputs import DEFAULT_BASE_MAX_RECORDS
+from privacy.inputs import (
+    DEFAULT_BASE_MAX_RECORDS,
+    base_overlap,
+    check_holdout_unseen,
+    holdout_patients,
+    load_base_corpus,
+    load_holdout,
+    load_model,
+    load_records,
+    load_synthetic,
+    read_run,
+    synthesize_like,
+)
+from privacy.ledger import LEDGER_FILE, load_ledger
 from privacy.mia import MIAConfig, attack_metrics, denoising_errors
+from privacy.plots import ecg_pairs_png, histograms_png, roc_png
+from privacy.report import verdict, write_report
+from ptbxl.constants import FS, MODEL_LEADS
+from ptbxl.signals import derive_12_leads
 
 log = logging.getLogger(__name__)
 AUDIT_FORMAT = "fedecg-audit/1"
@@ -39,9 +58,6 @@ class AuditRunConfig:
 
 def epsilon_section(run_dir: Path, client_ids: list[str]) -> dict | None:
     """Accounted ε of the run (privacy.accounting) plus the clients that trained without DP (no ledger)."""
-    from privacy.accounting import run_budget
-    from privacy.ledger import LEDGER_FILE, load_ledger
-
     if not (run_dir / LEDGER_FILE).is_file():
         return None
     budget = run_budget(load_ledger(run_dir), accountants=("rdp",), primary=None)
@@ -87,8 +103,6 @@ def base_section(base, mem, synthetic, train, hold, holdout_folder, run, cfg: Au
     if base.source == "folder":
         out["root"] = base.root_named
         out["folds"] = data.get("folds")
-    from privacy.inputs import base_overlap
-
     out["overlap_with_sites"] = base_overlap(base, train, run.dataset, cfg.cache_dir)
     out["overlap_with_holdout"] = base_overlap(base, hold, holdout_folder, cfg.cache_dir)
     dcr_b = None
@@ -104,10 +118,6 @@ def realism_section(synthetic: np.ndarray, train, cfg: AuditRunConfig) -> dict:
     """``audit["realism"]``: evaluation.realism's metrics and acceptance criteria of the audited synthetic ECGs
     against (a seeded random subset of at most ``cfg.realism_reference``) training records, both as 12 leads.
     Failed criteria make the verdict UNINFORMATIVE instead of PASS (privacy.report)."""
-    from evaluation.realism import realism_criteria, realism_metrics
-    from ptbxl.constants import FS
-    from ptbxl.signals import derive_12_leads
-
     rng = np.random.default_rng(cfg.seed)
     n = min(len(train), cfg.realism_reference)
     idx = np.sort(rng.choice(len(train), n, replace=False))
@@ -123,9 +133,6 @@ def realism_section(synthetic: np.ndarray, train, cfg: AuditRunConfig) -> dict:
 
 def _figures(mem, audit: dict, synthetic: np.ndarray, train_x: np.ndarray, roc: dict | None,
              dcr_base: np.ndarray | None = None) -> dict[str, bytes]:
-    from privacy.plots import ecg_pairs_png, histograms_png, roc_png
-    from ptbxl.constants import MODEL_LEADS
-
     figs = {
         "dcr": histograms_png(
             {"synthetic → train": mem.dcr_train, "synthetic → holdout": mem.dcr_holdout},
@@ -170,19 +177,6 @@ def run_audit(
     """Memorization audit + MIA + ε table of a run; writes ``out_dir/audit.json`` and ``out_dir/report.html``
     and returns the audit dict. Synthetic ECGs come from ``synthetic`` or are sampled from the run's latest
     checkpoint with the training records' label/demographic mix."""
-    from privacy.inputs import (
-        check_holdout_unseen,
-        holdout_patients,
-        load_base_corpus,
-        load_holdout,
-        load_model,
-        load_records,
-        load_synthetic,
-        read_run,
-        synthesize_like,
-    )
-    from privacy.report import verdict, write_report
-
     cfg = cfg or AuditRunConfig()
     out_dir = Path(out_dir)
     run = read_run(run_dir)

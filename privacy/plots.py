@@ -9,7 +9,7 @@ import numpy as np
 
 
 def _figure(width: float = 6.0, height: float = 3.6):
-    import matplotlib
+    import matplotlib  # local: Agg is chosen only when drawing, never as a side effect of importing this module
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt

@@ -25,8 +25,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_json
+from privacy.accounting import ledger_epsilon, lifetime_epsilon, plan_site, poisson_rate
 from privacy.ledger import LifetimeLedger
 
 POLICY_FILE_KEY = P.NODE_PRIVACY_POLICY  # node config: path of the site's policy file
@@ -136,8 +140,6 @@ def read_policy_file(path: Path) -> dict:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text) or {}
     except (ValueError, Exception) as exc:  # yaml.YAMLError, json.JSONDecodeError
         raise FedECGError(f"site privacy policy file {path}: cannot parse it ({exc})") from exc
@@ -200,8 +202,6 @@ def simulated_node_configs(spec: dict, sites: list[str]) -> list[dict[str, Any]]
 def write_simulated_node_configs(path: str | Path, configs: list[dict[str, Any]]) -> Path:
     """The file ``$FEDECG_SIMULATED_NODE_CONFIG`` names for Flower's Simulation Engine, whose virtual SuperNodes
     get only Flower's partition keys: ``{partition id: the rest of that node's config}``."""
-    from fedecg.io import atomic_write_json
-
     path = Path(path)
     atomic_write_json(path, {str(i): {k: v for k, v in c.items() if k not in ("partition-id", "num-partitions")}
                              for i, c in enumerate(configs)})
@@ -243,8 +243,6 @@ class Decision:
 def decide(policy: SitePolicy, cfg, n_units: int, ledger: LifetimeLedger, run_name: str) -> Decision:
     """Check the server's run config ``cfg`` (a ScenarioConfig) against ``policy`` and the site's lifetime
     ``ledger`` (privacy.ledger.LifetimeLedger) for the next round of run ``run_name``."""
-    from privacy.accounting import ledger_epsilon, lifetime_epsilon, plan_site, poisson_rate
-
     dp, steps, batch = cfg.dp, cfg.train.local_steps, cfg.train.batch_size
     if not dp.enabled:
         if policy.dp_required:
