@@ -95,7 +95,7 @@ def _dp_train_step(model, sched, opt, g, cfg, data, amp: bool, batch: int) -> No
     from sssd.losses import diffusion_loss
 
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        loss, _ = diffusion_loss(model, sched, *data, cfg, g)
+        loss, _ = diffusion_loss(model, sched, *data, cfg.loss, g)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     average_draws(model, batch, 1)
@@ -148,7 +148,7 @@ def per_sample_gradients(model, sched, cfg, data, t, noise, amp: bool):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss, _ = diffusion_loss(gsm, sched, *data, cfg, t=t, noise=noise, cond_dropout=False)
+            loss, _ = diffusion_loss(gsm, sched, *data, cfg.loss, t=t, noise=noise, cond_dropout=False)
         loss.backward()
     params = [p for p in model.parameters() if p.requires_grad]
     flat = torch.cat([p.grad_sample.detach().float().reshape(p.grad_sample.shape[0], -1) for p in params], dim=1)

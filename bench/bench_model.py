@@ -209,7 +209,7 @@ def _train_step(model, sched, opt, g, cfg, data, amp: bool, dev) -> None:
     from sssd.losses import diffusion_loss
 
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-        loss, _ = diffusion_loss(model, sched, *data, cfg, g)
+        loss, _ = diffusion_loss(model, sched, *data, cfg.loss, g)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

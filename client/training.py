@@ -157,7 +157,7 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                 # per physical batch (Opacus keeps the clipped sum of a skipped step's batches itself)
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(precision, device):
-                    loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg,
+                    loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg.loss,
                                                  generator=loss_gen)
                     if anchor is not None:
                         prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
@@ -221,7 +221,7 @@ def validate_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioCon
         sl = slice(start, start + bs)
         x, labels, demo, demo_mask = (torch.tensor(np.asarray(a[sl]), device=device)
                                       for a in (arrays.x, arrays.labels, arrays.demo, arrays.demo_mask))
-        loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg, generator=gen)
+        loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg.loss, generator=gen)
         k = x.shape[0]
         sums["loss"] += float(loss) * k
         sums["eps"] += parts["eps_mse"] * k

@@ -4,12 +4,14 @@ overrides, saved into every run directory and checkpoint, and sent to clients as
 Override keys are dotted paths into the tree (``train.local_steps=5``, ``dp.enabled=true``,
 ``model.mel_lambda=0``) plus short aliases for the common ones (``rounds``, ``local_steps``, ``dp``,
 ``model`` (preset name), ``noise_multiplier``, ``strategy``, ``dataset``, ``seed``, ``ema_decay``); ``init`` is
-a top-level key (``init=builtin:<name>``, ``init=path/to/base.pt``, ``init=none``).
+a top-level key (``init=builtin:<name>``, ``init=path/to/base.pt``, ``init=none``). Where overrides travel as
+one string (Flower's run config ``overrides="a=b;c=d"``), ``split_overrides`` / ``join_overrides`` convert.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass, field, fields
@@ -21,6 +23,7 @@ import yaml
 from fedecg.errors import FedECGError
 from fedecg.specs import Trainable, parse_robust, parse_trainable  # noqa: F401 - the config's grammars
 from ptbxl.partition import PartitionConfig  # the data layer's own partition settings
+from sssd.config import ModelConfig, model_preset
 
 ALIASES = {
     "rounds": "rounds",
@@ -41,18 +44,22 @@ ALIASES = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model preset name plus per-field overrides (resolved by sssd.config.model_preset)."""
+    """A model preset name plus per-field overrides, resolved once per object into an sssd ModelConfig
+    (``ScenarioConfig.validate`` does it at load time, so a bad preset or override fails there)."""
 
     preset: str = "tiny"
-    overrides: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)  # not to be mutated: the resolved config is cached
 
-    def resolve(self):
-        from sssd.config import model_preset
-
+    @functools.cached_property
+    def _resolved(self) -> ModelConfig:
         try:
             return model_preset(self.preset, **self.overrides)
         except (TypeError, ValueError, KeyError) as exc:
             raise FedECGError(f"model config: {exc}") from exc
+
+    def resolve(self) -> ModelConfig:
+        """The resolved model config: the same object on every call (FedECGError "model config: ..." if bad)."""
+        return self._resolved
 
 
 @dataclass(frozen=True)
@@ -332,6 +339,28 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise FedECGError(f"override {item!r}: {p} is not a section")
         node[parts[-1]] = value
     return data
+
+
+def split_overrides(text: str) -> list[str]:
+    """The ``;``-separated form of ``key=value`` overrides (Flower's run config ``overrides="a=b;c=d"``) as the
+    list ``apply_overrides`` takes: items stripped, blank ones dropped; an item without ``=`` is refused."""
+    items = [item.strip() for item in str(text or "").split(";")]
+    items = [item for item in items if item]
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise FedECGError(f"overrides {text!r}: {', '.join(repr(b) for b in bad)} not key=value "
+                          "(expected key=value items separated by ';')")
+    return items
+
+
+def join_overrides(overrides: list[str]) -> str:
+    """The inverse of ``split_overrides``: ``key=value`` items as one ``;``-separated string. An item with a
+    ``;`` (it would split into two) or without ``=`` is refused."""
+    items = [item for item in (str(o).strip() for o in overrides) if item]
+    bad = [item for item in items if "=" not in item or ";" in item]
+    if bad:
+        raise FedECGError(f"overrides {', '.join(repr(b) for b in bad)}: each must be key=value without ';'")
+    return ";".join(items)
 
 
 def _link_seeds(cfg: ScenarioConfig, data: Any) -> ScenarioConfig:

@@ -233,7 +233,7 @@ def pretrain(s: PretrainSettings) -> dict:
             x, lab, dem, msk = (t[idx].to(device) for t in (x_all, lab_all, demo_all, mask_all))
             optimizer.zero_grad(set_to_none=True)
             with _autocast(precision, device):
-                loss, parts = diffusion_loss(model, schedule, x, lab, dem, msk, model_cfg, generator=loss_gen)
+                loss, parts = diffusion_loss(model, schedule, x, lab, dem, msk, model_cfg.loss, generator=loss_gen)
             if not torch.isfinite(loss):
                 raise FedECGError(f"pretrain: loss became {loss.item()} at step {step + 1}; lower --lr")
             if scaler is not None:

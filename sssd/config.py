@@ -6,11 +6,15 @@ round-trip through plain JSON types (this dict is what checkpoints store as ``mo
 
 Units: the model sees 8 leads (I, II, V1..V6) x ``seq_len`` samples at ``fs`` Hz; signals enter in mV and
 are divided by ``data_scale`` before diffusion (sampling multiplies back, so outputs are mV again).
+
+``ModelConfig.loss`` is the :class:`LossConfig` view of it: exactly the fields the training objective
+(``sssd.losses``) reads, so the loss takes those and not the whole model config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, fields
 from typing import Any
@@ -19,6 +23,50 @@ from fedecg.errors import FedECGError
 
 _S4_INITS = ("legs", "lin")
 _TIMESTEP_WEIGHTS = ("none", "abar")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """What the SSSD-MIDT objective reads (``sssd.losses``): input scaling, condition dropout and the Mel term.
+
+    Built from a model config by ``ModelConfig.loss``: the model config stays what checkpoints store and what
+    the scenario's ``model.*`` keys set. Field names and meanings are the model config's; no defaults here,
+    so there is one set of defaults (ModelConfig's)."""
+
+    fs: int  # Hz: the Mel filter bank's sampling rate
+    data_scale: float  # model input = signal_mV / data_scale
+    label_drop_prob: float
+    demo_drop_prob: float
+    demo_field_drop_prob: float
+    mel_lambda: float  # 0 = plain SSSD-ECG objective
+    mel_n_fft: int
+    mel_hop: int
+    mel_n_mels: int
+    mel_fmin: float  # Hz
+    mel_fmax: float  # Hz
+    mel_log_eps: float
+    mel_timestep_weight: str  # "none" | "abar"
+
+    def __post_init__(self) -> None:
+        for name in ("fs", "mel_n_fft", "mel_hop", "mel_n_mels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise FedECGError(f"loss config: {name} must be a positive integer, got {value!r}")
+        if self.mel_timestep_weight not in _TIMESTEP_WEIGHTS:
+            raise FedECGError(f"loss config: mel_timestep_weight must be one of {_TIMESTEP_WEIGHTS}, "
+                              f"got {self.mel_timestep_weight!r}")
+        for name in ("label_drop_prob", "demo_drop_prob", "demo_field_drop_prob"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise FedECGError(f"loss config: {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not (self.data_scale > 0 and self.mel_lambda >= 0 and self.mel_log_eps > 0):
+            raise FedECGError("loss config: data_scale and mel_log_eps must be > 0, mel_lambda >= 0")
+        if self.mel_hop > self.mel_n_fft:
+            raise FedECGError("loss config: need mel_hop <= mel_n_fft")
+        if not 0.0 <= self.mel_fmin < self.mel_fmax <= self.fs / 2:
+            raise FedECGError(f"loss config: need 0 <= mel_fmin < mel_fmax <= fs/2 = {self.fs / 2}")
+
+
+_LOSS_FIELDS = tuple(f.name for f in fields(LossConfig))
 
 
 @dataclass(frozen=True)
@@ -126,6 +174,11 @@ class ModelConfig:
             raise FedECGError("model config: need mel_hop <= mel_n_fft <= seq_len")
         if not 0.0 <= self.mel_fmin < self.mel_fmax <= self.fs / 2:
             raise FedECGError(f"model config: need 0 <= mel_fmin < mel_fmax <= fs/2 = {self.fs / 2}")
+
+    @functools.cached_property
+    def loss(self) -> LossConfig:
+        """The fields of this config that the training objective reads (built once per config object)."""
+        return LossConfig(**{name: getattr(self, name) for name in _LOSS_FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""

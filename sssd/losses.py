@@ -1,6 +1,8 @@
 """Training objective of SSSD-MIDT: DDPM epsilon-MSE plus a weighted log-mel loss on the implied clean signal.
 
-For an example x0 (B, 8, L) in mV, with s = ``cfg.data_scale``, x = x0 / s, t ~ U{0..T-1}, eps ~ N(0, I):
+Every function here reads a :class:`sssd.config.LossConfig` ``cfg`` (``model_cfg.loss``: the few model-config
+fields named below). For an example x0 (B, 8, L) in mV, with s = ``cfg.data_scale``, x = x0 / s,
+t ~ U{0..T-1}, eps ~ N(0, I):
 
     x_t      = sqrt(abar_t) x + sqrt(1 - abar_t) eps
     eps_hat  = model(x_t, t, labels', demo, mask')        (labels'/mask' after condition dropout)
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sssd.config import ModelConfig
+from sssd.config import LossConfig, ModelConfig
 from sssd.diffusion import Schedule, predict_x0, q_sample
 
 
@@ -41,7 +43,7 @@ def _mel_basis(fs: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np
     return basis
 
 
-def log_mel(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+def log_mel(x: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
     """Per-lead log-mel magnitude spectrogram: (B, C, L) -> (B, C, n_mels, frames), float32."""
     b, c, length = x.shape
     fb = torch.tensor(_mel_basis(cfg.fs, cfg.mel_n_fft, cfg.mel_n_mels, cfg.mel_fmin, cfg.mel_fmax))
@@ -60,7 +62,7 @@ def log_mel(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     return torch.log(mel + cfg.mel_log_eps).reshape(b, c, cfg.mel_n_mels, -1)
 
 
-def mel_loss(x_hat: torch.Tensor, x: torch.Tensor, cfg: ModelConfig, reduction: str = "mean") -> torch.Tensor:
+def mel_loss(x_hat: torch.Tensor, x: torch.Tensor, cfg: LossConfig, reduction: str = "mean") -> torch.Tensor:
     """mean |log_mel(x_hat) - log_mel(x)| over leads, bands and frames; per example if reduction='none'."""
     if x_hat.shape[0] == 0:  # empty batch: torch.stft rejects it
         return _reduce(x_hat.sum(dim=(1, 2)), reduction)
@@ -82,7 +84,10 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: 
 
 
 def condition_dropout(
-    labels: torch.Tensor, demo_mask: torch.Tensor, cfg: ModelConfig, generator: torch.Generator | None = None
+    labels: torch.Tensor,
+    demo_mask: torch.Tensor,
+    cfg: LossConfig,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero labels / demographic masks at random for classifier-free guidance (see module docstring)."""
     b, dev = labels.shape[0], labels.device
@@ -99,7 +104,7 @@ def diffusion_loss(
     labels: torch.Tensor,
     demo: torch.Tensor,
     demo_mask: torch.Tensor,
-    cfg: ModelConfig,
+    cfg: LossConfig,
     generator: torch.Generator | None = None,
     reduction: str = "mean",
     *,
@@ -109,8 +114,11 @@ def diffusion_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The SSSD-MIDT loss of a batch (x0 in mV). Returns (loss, parts) with parts' batch means as floats.
 
-    ``t``/``noise`` may be given (e.g. fixed for an audit); otherwise drawn from ``generator``.
-    ``cond_dropout`` defaults to ``model.training``."""
+    ``cfg`` is the model config's ``.loss``. Transitional: a whole ModelConfig is still accepted (and reduced
+    to its ``.loss``) until every caller passes the LossConfig. ``t``/``noise`` may be given (e.g. fixed for an
+    audit); otherwise drawn from ``generator``. ``cond_dropout`` defaults to ``model.training``."""
+    if isinstance(cfg, ModelConfig):
+        cfg = cfg.loss
     dev = x0.device
     x = x0.float() / cfg.data_scale
     b = x.shape[0]

@@ -30,7 +30,7 @@ def test_train_step_and_sampling_on_cuda():
     demo, mask = torch.zeros(4, cfg.num_demographics, device=dev), torch.ones(4, cfg.num_demographics, device=dev)
     before = [p.detach().clone() for p in model.parameters()]
     with autocast(dev, dtype=torch.bfloat16):
-        loss, _ = diffusion_loss(model, sched, x, labels, demo, mask, cfg, g)
+        loss, _ = diffusion_loss(model, sched, x, labels, demo, mask, cfg.loss, g)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

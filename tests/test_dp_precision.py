@@ -27,7 +27,7 @@ def _per_sample_grads(seed: int, batch: int = 1):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, _ = diffusion_loss(gsm, sched, *data, cfg, g)
+            loss, _ = diffusion_loss(gsm, sched, *data, cfg.loss, g)
         loss.backward()
     return gsm
 

@@ -69,7 +69,7 @@ def test_noise_multiplicity_per_sample_gradients_equal_brute_force(arrays, train
     for i in range(b):
         sl = slice(i * k, (i + 1) * k)
         xi, li, di, mi = repeat_draws(k, x[i:i + 1], labels[i:i + 1], demo[i:i + 1], mask[i:i + 1])
-        loss, _ = diffusion_loss(model, sched, xi, li, di, mi, mcfg, t=t[sl], noise=noise[sl], cond_dropout=False)
+        loss, _ = diffusion_loss(model, sched, xi, li, di, mi, mcfg.loss, t=t[sl], noise=noise[sl], cond_dropout=False)
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         brute.append({n: (g if g is not None else torch.zeros_like(p)) for (n, p), g in zip(params.items(), grads)})
 
@@ -77,7 +77,7 @@ def test_noise_multiplicity_per_sample_gradients_equal_brute_force(arrays, train
     xk, lk, dk, mk = repeat_draws(k, x, labels, demo, mask)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        loss, _ = diffusion_loss(gsm, sched, xk, lk, dk, mk, mcfg, t=t, noise=noise, cond_dropout=False)
+        loss, _ = diffusion_loss(gsm, sched, xk, lk, dk, mk, mcfg.loss, t=t, noise=noise, cond_dropout=False)
         loss.backward()
     average_draws(gsm, b, k)
     checked = 0

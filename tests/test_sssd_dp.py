@@ -53,7 +53,7 @@ def test_private_step_has_per_sample_grads_and_plain_state_dict(checkpoint_block
             poisson_sampling=False,
         )
         x, labels, demo, mask = next(iter(ploader))
-        loss, _ = diffusion_loss(pmodel, sched, x, labels, demo, mask, cfg, torch.Generator().manual_seed(1))
+        loss, _ = diffusion_loss(pmodel, sched, x, labels, demo, mask, cfg.loss, torch.Generator().manual_seed(1))
         loss.backward()
     for name, p in pmodel.named_parameters():
         assert p.grad_sample is not None, name

@@ -27,12 +27,12 @@ def _sines(n=4, length=1000, seed=0):
 
 def test_log_mel_shape():
     cfg = model_preset("tiny")
-    out = log_mel(torch.randn(2, 8, 1000), cfg)
+    out = log_mel(torch.randn(2, 8, 1000), cfg.loss)
     assert out.shape == (2, 8, cfg.mel_n_mels, 1000 // cfg.mel_hop + 1)
 
 
 def test_mel_loss_zero_for_identical_and_grows_with_distortion():
-    cfg = model_preset("tiny")
+    cfg = model_preset("tiny").loss
     x = _sines()
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(x.shape, generator=g)
@@ -46,7 +46,7 @@ def test_mel_loss_zero_for_identical_and_grows_with_distortion():
 def test_condition_dropout_rates():
     cfg = model_preset("tiny", label_drop_prob=0.3, demo_drop_prob=0.2, demo_field_drop_prob=0.0)
     labels, mask = torch.ones(4000, 71), torch.ones(4000, 4)
-    lab, m = condition_dropout(labels, mask, cfg, torch.Generator().manual_seed(0))
+    lab, m = condition_dropout(labels, mask, cfg.loss, torch.Generator().manual_seed(0))
     dropped_labels = (lab.sum(1) == 0).float().mean().item()
     dropped_demo = (m.sum(1) == 0).float().mean().item()
     assert abs(dropped_labels - 0.3) < 0.03 and abs(dropped_demo - 0.2) < 0.03
@@ -57,10 +57,10 @@ def test_diffusion_loss_is_seeded_and_per_example():
     cfg = model_preset("tiny")
     model, sched = SSSDDenoiser(cfg), Schedule.from_config(cfg)
     x, labels, demo, mask = _sines(), torch.zeros(4, 71), torch.zeros(4, 4), torch.ones(4, 4)
-    a, parts = diffusion_loss(model, sched, x, labels, demo, mask, cfg, torch.Generator().manual_seed(3))
-    b, _ = diffusion_loss(model, sched, x, labels, demo, mask, cfg, torch.Generator().manual_seed(3))
+    a, parts = diffusion_loss(model, sched, x, labels, demo, mask, cfg.loss, torch.Generator().manual_seed(3))
+    b, _ = diffusion_loss(model, sched, x, labels, demo, mask, cfg.loss, torch.Generator().manual_seed(3))
     per_ex, _ = diffusion_loss(
-        model, sched, x, labels, demo, mask, cfg, torch.Generator().manual_seed(3), reduction="none"
+        model, sched, x, labels, demo, mask, cfg.loss, torch.Generator().manual_seed(3), reduction="none"
     )
     assert a.item() == b.item() and per_ex.shape == (4,)
     assert torch.isclose(per_ex.mean(), a)
@@ -76,12 +76,12 @@ def test_mel_term_weighting_and_lambda_zero():
     args = (x, torch.zeros(4, 71), torch.zeros(4, 4), torch.ones(4, 4))
     t = torch.tensor([0, 50, 100, 199])
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    plain, parts0 = diffusion_loss(model, sched, *args, cfg0, reduction="none", t=t, noise=noise)
+    plain, parts0 = diffusion_loss(model, sched, *args, cfg0.loss, reduction="none", t=t, noise=noise)
     assert "mel" not in parts0
     cfg1 = model_preset("tiny", mel_lambda=1.0, mel_timestep_weight="none")
-    both, _ = diffusion_loss(model, sched, *args, cfg1, reduction="none", t=t, noise=noise)
+    both, _ = diffusion_loss(model, sched, *args, cfg1.loss, reduction="none", t=t, noise=noise)
     cfgw = model_preset("tiny", mel_lambda=1.0, mel_timestep_weight="abar")
-    weighted, _ = diffusion_loss(model, sched, *args, cfgw, reduction="none", t=t, noise=noise)
+    weighted, _ = diffusion_loss(model, sched, *args, cfgw.loss, reduction="none", t=t, noise=noise)
     mel = both - plain
     assert torch.all(mel > 0)
     assert torch.allclose(weighted - plain, sched.alpha_bars[t] * mel, atol=1e-5)
@@ -97,16 +97,16 @@ def _overfit(x, steps=60, seed=0, lr=1e-2):
     t = torch.arange(n) * (cfg.T // n) + 5  # fixed evaluation steps and noise
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(99))
     model.eval()
-    before, _ = diffusion_loss(model, sched, x, *args, cfg, t=t, noise=noise)
+    before, _ = diffusion_loss(model, sched, x, *args, cfg.loss, t=t, noise=noise)
     model.train()
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        loss, _ = diffusion_loss(model, sched, x, *args, cfg, gen)
+        loss, _ = diffusion_loss(model, sched, x, *args, cfg.loss, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    after, _ = diffusion_loss(model, sched, x, *args, cfg, t=t, noise=noise)
+    after, _ = diffusion_loss(model, sched, x, *args, cfg.loss, t=t, noise=noise)
     return before.item(), after.item()
 
 

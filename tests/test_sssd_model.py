@@ -117,7 +117,7 @@ def test_empty_batch_forward_and_backward():
         torch.zeros(0, 71),
         torch.zeros(0, 4),
         torch.zeros(0, 4),
-        cfg,
+        cfg.loss,
         torch.Generator(),
     )
     loss.backward()

@@ -152,7 +152,10 @@ def local(
 
 
 def fedecg_run_config(app: Path, scenario: str, run_dir: Path, overrides: list[str]) -> dict[str, object]:
-    """Run-config for the fedecg apps: only keys the app's pyproject declares (flwr refuses unknown keys)."""
+    """Run-config for the fedecg apps: only keys the app's pyproject declares (flwr refuses unknown keys).
+    ``overrides`` travel as one ``;``-separated string (fedecg.config.join_overrides / split_overrides)."""
+    from fedecg.config import join_overrides
+
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -167,7 +170,7 @@ def fedecg_run_config(app: Path, scenario: str, run_dir: Path, overrides: list[s
     if scenario:
         wanted["scenario"] = scenario
     if overrides:
-        wanted["overrides"] = ";".join(overrides)
+        wanted["overrides"] = join_overrides(overrides)
     missing = [k for k in wanted if k not in keys and k != "mode"]
     if missing:
         raise FedECGError(f"{app / 'pyproject.toml'} [tool.flwr.app.config] lacks {missing}: `flwr run` would "
