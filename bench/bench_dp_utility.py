@@ -78,13 +78,16 @@ def _fedecg() -> list[str]:
 def run_arm(out: Path, eps: float, k: int, trainable: str, args) -> dict:
     """One arm: a fresh (or resumed, or already finished) run directory, then its fidelity and budget."""
     name = arm_name(eps, k, trainable)
+    from fedecg.rundir import RunLayout
+
     run_dir = out / name
-    status = _read_json(run_dir / "status.json")
-    finished = status.get("status") == "completed" and (run_dir / "fidelity.json").is_file()
+    layout = RunLayout(run_dir)
+    status = _read_json(layout.status_path)
+    finished = status.get("status") == "completed" and layout.fidelity_path.is_file()
     seconds = None
     if not finished:
         cmd = [*_fedecg(), "simulate", str(args.scenario), "--engine", "inprocess", "--run-dir", str(run_dir)]
-        if (run_dir / "checkpoints").is_dir():
+        if layout.checkpoints.is_dir():
             cmd = [*_fedecg(), "simulate", "--engine", "inprocess", "--resume", str(run_dir)]
         else:
             for s in [f"dataset={args.dataset}", *arm_overrides(eps, k, trainable, args.rounds, args.peft_lr,
@@ -98,7 +101,7 @@ def run_arm(out: Path, eps: float, k: int, trainable: str, args) -> dict:
         if proc.returncode != 0:
             return {"arm": name, "epsilon_target": eps, "k": k, "trainable": trainable,
                     "error": f"fedecg simulate exited {proc.returncode}; see {out / (name + '.log')}"}
-    fidelity = _read_json(run_dir / "fidelity.json")
+    fidelity = _read_json(layout.fidelity_path)
     budget = json.loads(subprocess.run([*_fedecg(), "privacy", "budget", str(run_dir), "--json"],
                                        capture_output=True, text=True, env=_env(), check=True).stdout)
     sites = {s: {"epsilon": v.get("epsilon"), "unit": v.get("unit", v.get("level")),

@@ -90,6 +90,7 @@ def bench_serialisation(preset: str, packed: bool = True, repeats: int = 5) -> t
 
 
 def bench_round(dataset: Path, preset: str, steps: int, batch: int, engine: str, rounds: int = 2) -> dict:
+    from fedecg.rundir import RunLayout
     from simulations.runner import simulate
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +98,7 @@ def bench_round(dataset: Path, preset: str, steps: int, batch: int, engine: str,
         t0 = time.perf_counter()
         run = simulate(scen, Path(tmp) / "run", engine=engine)
         total = time.perf_counter() - t0
-        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for x in RunLayout(run).metrics_path.read_text().splitlines()]
     last = rows[-1]
     compute = sum(m.get("train-seconds", 0.0) for m in last["sites"].values())
     return {"engine": engine, "total_s": total, "round_s": last["server"]["round-seconds"],

@@ -166,7 +166,7 @@ def warm_site_caches(rd) -> None:
     for client in manifest.clients:
         for ids in (client.train, client.val):
             if ids:
-                load_arrays(manifest.dataset, ids, cache_dir=rd.path / ".cache", meta=meta)
+                load_arrays(manifest.dataset, ids, cache_dir=rd.cache_dir, meta=meta)
 
 
 def _round0_checkpoint(messages, cfg, path: Path) -> Path:
@@ -468,6 +468,8 @@ def main(argv: list[str] | None = None) -> dict:
     def log(msg: str) -> None:
         print(f"{datetime.now().strftime('%H:%M:%S')} {msg}", file=stream, flush=True)
 
+    from fedecg.rundir import RunLayout
+
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     for arm in arms:
@@ -476,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
             if not args.overwrite:
                 raise SystemExit(f"bench_quality: {d} exists (a previous benchmark's run): use --overwrite or "
                                  "another --out")
-            if not (d / "config.yaml").exists() and any(d.iterdir()):
+            if not RunLayout(d).config_path.exists() and any(d.iterdir()):
                 raise SystemExit(f"bench_quality: {d} is not a run directory; not removing it")
             shutil.rmtree(d)
 

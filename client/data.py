@@ -23,6 +23,7 @@ import numpy as np
 
 from fedecg import protocol as P
 from fedecg.errors import FedECGError, SiteRefusal
+from fedecg.rundir import RunLayout
 from ptbxl.constants import TRAIN_FOLDS, VAL_FOLDS
 
 DEFAULT_MIN_RECORDS = 1
@@ -125,7 +126,7 @@ def _from_manifest(partition_id: int, config: dict) -> tuple[SiteData, list[dict
                           f"{len(manifest.clients)} clients (set num-supernodes to match)")
     client = manifest.clients[partition_id]
     root = Path(manifest.dataset)
-    state_root = Path(str(config.get(P.SIM_STATE_ROOT) or Path(str(path)).parent / "node-state"))
+    state_root = Path(str(config.get(P.SIM_STATE_ROOT) or RunLayout(Path(str(path)).parent).node_state_dir))
     cache = state_root.parent / ".cache"
     name = str(client.client_id)
     from ptbxl.layout import read_database

@@ -26,6 +26,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedecg.rundir import RunLayout
+
 FINISHED_OK = "finished:completed"
 RUN_DIR_KEY = "run-dir"
 
@@ -44,7 +46,7 @@ class Verdict:
 def read_status_file(run_dir: Path) -> dict:
     """``RUN_DIR/status.json`` as a dict; ``{"status": "missing"}`` without one, ``{"status": "unreadable",
     "error": ...}`` when it is not a JSON object."""
-    path = Path(run_dir) / "status.json"
+    path = RunLayout(run_dir).status_path
     if not path.is_file():
         return {"status": "missing"}
     try:

@@ -33,8 +33,19 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.classifier import ClassifierConfig
+from evaluation.ecgset import load_ecg_set
+from evaluation.leads import to_model_view
+from evaluation.report import FidelityConfig, fidelity_report
+from evaluation.synthesize import SamplerSettings, conditions_like_dataset, generate, write_synthetic_dataset
+from evaluation.utility import UtilityConfig, utility_experiment
+from experiments.ablation_report import ablation_table, plot_ablation
 from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_json, atomic_write_text
+from fedecg.rundir import RunLayout
+from privacy.audit import AuditConfig, memorization_audit
+from privacy.inputs import load_records, read_run
 from ptbxl.constants import HELDOUT_FOLDS, TEST_FOLDS, TRAIN_FOLDS
+from simulations.runner import simulate
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +113,6 @@ def run_ablation(dataset: str | Path, preset: AblationPreset, out: str | Path,
                  train: bool = True, device=None) -> dict:
     """Train (unless ``train`` is false and the runs exist), evaluate and compare the three variants; writes
     ``ablation.json``, ``ablation.md`` and ``ablation.png`` into ``out`` and returns the result dict."""
-    from evaluation.ecgset import load_ecg_set
-
     out = Path(out)
     dataset = Path(dataset).resolve()
     base = [f"dataset={dataset}", f"seed={seed}", f"model={preset.model}", f"rounds={preset.rounds}",
@@ -117,8 +126,8 @@ def run_ablation(dataset: str | Path, preset: AblationPreset, out: str | Path,
         run_dir = out / v.name
         if train:
             _train(scenario or default_scenario(), run_dir, [*base, *v.overrides], preset.engine)
-        elif not (run_dir / "checkpoints" / "latest.pt").is_file():
-            raise FedECGError(f"{run_dir}: no checkpoints/latest.pt to reuse (drop --skip-training)")
+        elif not (latest := RunLayout(run_dir).latest_checkpoint).is_file():
+            raise FedECGError(f"{run_dir}: no {latest.relative_to(run_dir)} to reuse (drop --skip-training)")
         results[v.name] = evaluate_variant(v, run_dir, dataset, real_ref, real_train, real_test, preset, seed,
                                            out / "cache", device)
     result = {"preset": asdict(preset), "seed": seed, "dataset": str(dataset), "base_overrides": base,
@@ -131,33 +140,21 @@ def run_ablation(dataset: str | Path, preset: AblationPreset, out: str | Path,
 
 
 def _train(scenario: Path, run_dir: Path, overrides: list[str], engine: str) -> None:
-    from simulations.runner import simulate
-
     log.info("ablation: training %s with %s", run_dir.name, overrides)
-    simulate(scenario, run_dir, overrides, resume=(run_dir / "run.json").is_file(), engine=engine)
+    simulate(scenario, run_dir, overrides, resume=RunLayout(run_dir).run_info_path.is_file(), engine=engine)
 
 
 def evaluate_variant(v: Variant, run_dir: Path, dataset: Path, real_ref, real_train, real_test,
                      preset: AblationPreset, seed: int, cache_dir: Path, device=None) -> dict:
     """Synthesize, then fidelity + memorization + utility for one trained variant."""
-    from evaluation.ecgset import load_ecg_set
-    from evaluation.leads import to_model_view
-    from evaluation.report import FidelityConfig, fidelity_report
-    from evaluation.synthesize import (
-        SamplerSettings,
-        conditions_like_dataset,
-        generate,
-        write_synthetic_dataset,
-    )
-    from evaluation.utility import UtilityConfig, utility_experiment
-
+    layout = RunLayout(run_dir)
     cond = conditions_like_dataset(dataset, preset.n_synthetic, seed, folds=TRAIN_FOLDS)
     if not v.use_demographics:
         cond = replace(cond, demographics=cond.demographics * np.nan)
-    ckpt = run_dir / "checkpoints" / "latest.pt"
+    ckpt = layout.latest_checkpoint
     signals, info = generate(ckpt, cond, SamplerSettings(steps=preset.sampling_steps, seed=seed), device)
     provenance = {"checkpoint": str(ckpt), "variant": v.name}
-    syn_dir = write_synthetic_dataset(run_dir / "synthetic", signals, cond, info["label_codes"], provenance,
+    syn_dir = write_synthetic_dataset(layout.synthetic_dir, signals, cond, info["label_codes"], provenance,
                                       pngs=False, overwrite=True)
     syn = load_ecg_set(syn_dir)
     ccfg = replace(preset.classifier, epochs=preset.classifier_epochs, seed=seed)
@@ -183,9 +180,6 @@ def evaluate_variant(v: Variant, run_dir: Path, dataset: Path, real_ref, real_tr
 
 
 def _memorization(run_dir: Path, syn8: np.ndarray, seed: int, device=None) -> dict:
-    from privacy.audit import AuditConfig, memorization_audit
-    from privacy.inputs import load_records, read_run
-
     run = read_run(run_dir)
     train = load_records(run.dataset, list(run.train_ids))
     hold = load_records(run.dataset, list(run.test_ids))
@@ -244,9 +238,6 @@ def _ratio_ci(a, b) -> list[float] | None:
 
 
 def write_ablation(result: dict, out: Path) -> None:
-    from experiments.ablation_report import ablation_table, plot_ablation
-    from fedecg.io import atomic_write_json, atomic_write_text
-
     atomic_write_json(out / "ablation.json", result)
     atomic_write_text(out / "ablation.md", ablation_table(result))
     plot_ablation(result, out / "ablation.png")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedecg.io import atomic_save
+
 _ROWS = (
     ("inter_lead_correlation_error", "ILC error ↓"),
     ("fid", "FID ↓"),
@@ -72,12 +74,10 @@ def _delta(entry: dict | None) -> str:
 
 def plot_ablation(result: dict, path: Path) -> None:
     """Three panels: ILC error (95 % CI), AUROC of the synthetic settings (95 % CI), median DCR to train."""
-    import matplotlib
+    import matplotlib  # local: only drawing needs it, and the Agg backend is chosen before pyplot loads
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from fedecg.io import atomic_save
 
     variants = result["variants"]
     names = list(variants)

@@ -10,7 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
+from fedecg.io import atomic_write_json
+from fedecg.rundir import RunLayout
+from privacy.accounting import compute_epsilon
 from privacy.canary import audit_bound, canary_demographics, make_canaries, write_canary_dataset
+from privacy.inputs import load_model
+from privacy.ledger import load_ledger
+from privacy.mia import MIAConfig, denoising_errors
+from ptbxl.demographics import encode_one
+from ptbxl.labels import LabelVocab
+from ptbxl.partition import Manifest
+from simulations.runner import simulate
+from sssd.model import SSSDDenoiser
 
 
 def run_canary_audit(
@@ -30,25 +41,14 @@ def run_canary_audit(
     Writes ``work_dir/run/canary_audit.json`` (picked up by `fedecg audit` of that run) and returns it.
     ``delta`` defaults to the run's largest site δ (1e-5 when the run has no DP sites). The accounted ε is
     the released model's (worst site) at that same δ, ∞ when any client trained without DP."""
-    from fedecg.io import atomic_write_json
-    from privacy.accounting import compute_epsilon
-    from privacy.inputs import load_model
-    from privacy.ledger import LEDGER_FILE, load_ledger
-    from privacy.mia import MIAConfig, denoising_errors
-    from ptbxl.demographics import encode_one
-    from ptbxl.labels import LabelVocab
-    from ptbxl.partition import Manifest
-    from simulations.runner import simulate
-    from sssd.model import SSSDDenoiser
-
     work_dir = Path(work_dir)
     rng = np.random.default_rng(seed)
     x, labels = make_canaries(n_canaries, seed=seed)
     included = rng.random(n_canaries) < 0.5
     ds = work_dir / "dataset"
     ids = write_canary_dataset(dataset, ds, x, labels, included, list(LabelVocab.default().codes), seed)
-    run = Path(simulate(scenario, work_dir / "run", [*(overrides or []), f"dataset={ds.resolve()}"]))
-    model, schedule, cfg = load_model(run / "checkpoints" / "latest.pt", device)
+    run = RunLayout(simulate(scenario, work_dir / "run", [*(overrides or []), f"dataset={ds.resolve()}"]))
+    model, schedule, cfg = load_model(run.latest_checkpoint, device)
     ages, sexes = canary_demographics(n_canaries, seed)
     enc = [encode_one(age=a, sex=sx) for a, sx in zip(ages, sexes, strict=True)]
     demo, mask = np.stack([e[0] for e in enc]), np.stack([e[1] for e in enc])
@@ -59,8 +59,8 @@ def run_canary_audit(
     reference = SSSDDenoiser(cfg).to(device).eval()
     errors_ref = denoising_errors(reference, schedule, cfg, x, labels, demo, mask, mia, device)
     scores = errors_ref - errors  # how much training lowered this canary's error
-    ledger = load_ledger(run) if (run / LEDGER_FILE).is_file() else None
-    clients = {c.client_id for c in Manifest.load(run / "manifest.json").clients}
+    ledger = load_ledger(run.path) if run.ledger_path.is_file() else None
+    clients = {c.client_id for c in Manifest.load(run.manifest_path).clients}
     private = ledger is not None and bool(ledger.sites) and not clients - set(ledger.sites)
     site_delta = max(e.delta for e in ledger.sites.values()) if private else None
     d = delta if delta is not None else (site_delta or 1e-5)
@@ -89,9 +89,9 @@ def run_canary_audit(
         "reference_errors": errors_ref.tolist(),
         "score": "error under initial weights − error under trained weights (timesteps 2, 5, 10, 20 × 4 draws)",
         "dataset": str(ds),
-        "run_dir": str(run),
+        "run_dir": str(run.path),
         "seed": seed,
         "method": "Steinke, Nasr & Jagielski 2023 (one run), denoising-error scores",
     }
-    atomic_write_json(run / "canary_audit.json", out)
+    atomic_write_json(run.canary_audit_path, out)
     return out

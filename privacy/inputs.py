@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from fedecg.errors import FedECGError
+from fedecg.rundir import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,18 @@ def read_run(run_dir: str | Path) -> RunInputs:
     """Parse ``RUN_DIR/manifest.json`` (and find ``checkpoints/latest.pt``)."""
     from ptbxl.partition import Manifest
 
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
+    run_dir = layout.path
     if not run_dir.is_dir():
         raise FedECGError(f"{run_dir}: run directory not found")
-    manifest = Manifest.load(run_dir / "manifest.json")
+    manifest = Manifest.load(layout.manifest_path)
     dataset = Path(manifest.dataset)
     if not manifest.dataset or not dataset.is_dir():
-        raise FedECGError(f"{run_dir / 'manifest.json'}: dataset folder {manifest.dataset!r} not found")
+        raise FedECGError(f"{layout.manifest_path}: dataset folder {manifest.dataset!r} not found")
     site_of = {int(i): c.client_id for c in manifest.clients for i in c.train}
-    ckpt = run_dir / "checkpoints" / "latest.pt"
+    ckpt = layout.latest_checkpoint
     if not ckpt.is_file():
-        rounds = sorted((run_dir / "checkpoints").glob("round-*.pt"))
+        rounds = layout.round_checkpoints()
         ckpt = rounds[-1] if rounds else None
     return RunInputs(run_dir, dataset, tuple(manifest.ecg_ids("train")), tuple(manifest.ecg_ids("test")), site_of, ckpt)
 
@@ -215,7 +217,6 @@ def synthesize_like(
 
 # ---- the public base corpus (RUN_DIR/base.json) -------------------------------------------------------------
 
-BASE_FILE = "base.json"
 DEFAULT_BASE_MAX_RECORDS = 4000  # base-corpus records compared at most (synthetic: regenerated, ≈ 25 ms each)
 OVERLAP_IDS_SHOWN = 50  # ecg_ids listed in an overlap block (the count is always complete)
 
@@ -249,7 +250,7 @@ def read_base_record(run_dir: str | Path) -> dict | None:
     """``RUN_DIR/base.json`` (written when the run started from a pretrained base), or None."""
     from fedecg.io import read_json_object
 
-    return read_json_object(Path(run_dir) / BASE_FILE)
+    return read_json_object(RunLayout(run_dir).base_path)
 
 
 def _int(v) -> int | None:

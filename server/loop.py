@@ -140,7 +140,7 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
     base_config = {P.RUN_CONFIG_JSON: site_cfg.to_json(), P.RUN_NAME: settings.run_name}
     if settings.simulation:
         base_config[P.MANIFEST_PATH] = str(rd.manifest_path.resolve())
-        base_config[P.SIM_STATE_ROOT] = str((rd.path / "node-state").resolve())
+        base_config[P.SIM_STATE_ROOT] = str(rd.node_state_dir.resolve())
 
     fused = cfg.strategy.evaluate == "with-train"  # one message per round (the last round also evaluates)
     progress = _progress(settings.show_progress, cfg.rounds, start)
@@ -504,7 +504,7 @@ def _tensorboard(rd: RunDir):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(log_dir=str(rd.path / "tensorboard"))
+    return SummaryWriter(log_dir=str(rd.tensorboard_dir))
 
 
 def _to_tensorboard(board, row: dict) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from fedecg.config import ScenarioConfig, load_scenario
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json
+from fedecg.rundir import RunLayout
 from server.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 class PreparedRun(RunDir):
     def run_name(self) -> str:
-        return json.loads((self.path / "run.json").read_text())["run_name"]
+        return json.loads(self.run_info_path.read_text())["run_name"]
 
 
 def cache_root() -> Path:
@@ -51,7 +52,7 @@ def prepare_run(scenario: Path | None, overrides: list[str], run_dir: Path | Non
                 resume_only: bool = False) -> PreparedRun:
     """New run: snapshot config, write the partition manifest. Existing run dir: reopen it unchanged
     (overrides are refused there, so a resumed run is the same run)."""
-    if run_dir is not None and (run_dir / "config.yaml").exists():
+    if run_dir is not None and RunLayout(run_dir).config_path.exists():
         rd = PreparedRun(run_dir)
         if overrides:
             raise FedECGError(f"{run_dir} already holds a run: resume it without overrides, or use a new "
@@ -79,7 +80,7 @@ def prepare_run(scenario: Path | None, overrides: list[str], run_dir: Path | Non
         root = resolve_dataset(cfg)
         manifest = partition_dataset(read_database(root), cfg.partition, dataset=str(root.resolve()))
         manifest.save(rd.manifest_path)
-    atomic_write_json(rd.path / "run.json", {"run_name": f"{cfg.name}-{uuid.uuid4().hex[:8]}",
-                                             "scenario": str(scenario), "overrides": overrides})
+    atomic_write_json(rd.run_info_path, {"run_name": f"{cfg.name}-{uuid.uuid4().hex[:8]}",
+                                         "scenario": str(scenario), "overrides": overrides})
     rd.write_config(cfg)  # last: its presence marks a prepared run
     return rd

@@ -9,13 +9,13 @@ RUN_DIR/privacy_ledger.json    per-site DP-SGD history as reported by the sites 
 RUN_DIR/checkpoints/round-NNNN.pt, latest.pt   atomic (temp file + rename); global weights + server EMA
 RUN_DIR/status.json            running | completed | failed (+ error)
 ```
+The names are :class:`fedecg.rundir.RunLayout`'s (every room may use it; RunDir builds on it).
 A round counts as complete once its checkpoint is on disk; ``--resume`` continues from the last such round
 (metrics lines of rounds after it, left by a crash, are dropped first).
 """
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -24,8 +24,7 @@ import yaml
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json, atomic_write_text, read_jsonl
-
-_ROUND_RE = re.compile(r"round-(\d{4,})\.pt$")
+from fedecg.rundir import RunLayout
 
 
 def merge_evaluations(lines: list[dict]) -> list[dict]:
@@ -43,36 +42,8 @@ def merge_evaluations(lines: list[dict]) -> list[dict]:
     return rows
 
 
-class RunDir:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.path / "privacy_ledger.json"
-
-    @property
-    def base_path(self) -> Path:
-        return self.path / "base.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    def checkpoint_path(self, server_round: int) -> Path:
-        return self.checkpoints / f"round-{server_round:04d}.pt"
+class RunDir(RunLayout):
+    """A run directory: the paths of :class:`fedecg.rundir.RunLayout`, read and written safely."""
 
     # ---- config --------------------------------------------------------------------------------------
     def write_config(self, cfg: ScenarioConfig) -> None:
@@ -99,11 +70,6 @@ class RunDir:
         return read_json_object(self.base_path)
 
     # ---- checkpoints ---------------------------------------------------------------------------------
-    def completed_rounds(self) -> list[int]:
-        if not self.checkpoints.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in self.checkpoints.iterdir() if (m := _ROUND_RE.search(p.name)))
-
     def latest_round(self) -> int:
         rounds = self.completed_rounds()
         return rounds[-1] if rounds else 0
@@ -113,7 +79,7 @@ class RunDir:
 
         path = self.checkpoint_path(server_round)
         save_checkpoint(path, payload)
-        save_checkpoint(self.checkpoints / "latest.pt", payload)
+        save_checkpoint(self.latest_checkpoint, payload)
         if keep > 0:
             for old in self.completed_rounds()[:-keep]:
                 self.checkpoint_path(old).unlink(missing_ok=True)
@@ -142,15 +108,15 @@ class RunDir:
         import os
         import socket
 
-        atomic_write_json(self.path / "status.json", {"status": status, "time": time.time(), "pid": os.getpid(),
-                                                      "host": socket.gethostname(), **extra})
+        atomic_write_json(self.status_path, {"status": status, "time": time.time(), "pid": os.getpid(),
+                                             "host": socket.gethostname(), **extra})
 
     def status(self) -> dict:
         """status.json; a "running" run whose process is gone (killed) reads, and is rewritten, as
         "interrupted" (resume it with `fedecg simulate --resume`)."""
         import json
 
-        p = self.path / "status.json"
+        p = self.status_path
         if not p.exists():
             return {"status": "missing"}
         st = json.loads(p.read_text())

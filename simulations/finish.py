@@ -38,16 +38,16 @@ def _finish_run(run_dir: str | Path) -> str:
         lines.append(f"synthetic ECGs: {grid} (+ WFDB records, synthetic.npz, png/ in {grid.parent})")
         fidelity, fid_png = write_fidelity(rd)
         ref = "held-out folds 9-10" if cfg.output.fidelity_reference == "heldout" else "the run's training data"
-        lines.append(f"realism of the synthetic ECGs vs {ref}: {rd.path / 'fidelity.json'}, {fid_png}")
+        lines.append(f"realism of the synthetic ECGs vs {ref}: {rd.fidelity_path}, {fid_png}")
         lines.append(fidelity)
     curves = plot_curves(rd)
     lines.append(f"training curves: {curves}")
     table, budget_png = write_budget(rd)
     if budget_png is not None:
-        lines.append(f"privacy budget: {rd.path / 'privacy_budget.json'}, {budget_png}")
+        lines.append(f"privacy budget: {rd.privacy_budget_path}, {budget_png}")
     lines.append(table)
     report = "\n".join(lines)
-    atomic_write_text(rd.path / "summary.txt", report + "\n")
+    atomic_write_text(rd.summary_path, report + "\n")
     return report
 
 
@@ -58,11 +58,11 @@ def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int,
     from ptbxl.partition import Manifest
 
     manifest = Manifest.load(rd.manifest_path)
-    checkpoint = rd.checkpoints / "latest.pt"
+    checkpoint = rd.latest_checkpoint
     conditions = conditions_like_dataset(manifest.dataset, n, seed=seed, folds=TRAIN_FOLDS)
     settings = SamplerSettings(sampler=sampler, steps=steps, seed=seed, eta=eta)
     signals, info = generate(checkpoint, conditions, settings)
-    out = write_synthetic_dataset(rd.path / "synthetic", signals, conditions, info["label_codes"],
+    out = write_synthetic_dataset(rd.synthetic_dir, signals, conditions, info["label_codes"],
                                   provenance={"checkpoint": str(checkpoint), "round": info["round"],
                                               "sampler": sampler, "steps": steps, "eta": eta, "seed": seed,
                                               "weights": info.get("weights")},
@@ -97,16 +97,16 @@ def write_fidelity(rd: RunDir, max_real: int = 1000) -> tuple[str, Path]:
     rng = np.random.default_rng(cfg.seed)
     pick = sorted(rng.choice(pool, size=min(max_real, len(pool)), replace=False).tolist())
     real = np.asarray(derive_12_leads(np.asarray(load_arrays(manifest.dataset, pick).x)), dtype=np.float64)
-    with np.load(rd.path / "synthetic" / "synthetic.npz") as z:
+    with np.load(rd.synthetic_npz) as z:
         syn = np.asarray(z["signals"], dtype=np.float64)
     metrics = realism_metrics(real, syn, fs=100.0)
     criteria = realism_criteria(metrics)
     out = dict(metrics)
     out.update({"criteria": criteria, "passed": all(criteria.values()),
                 "reference": f"{len(pick)} {what} (of {len(pool)})",
-                "synthetic": str(rd.path / "synthetic" / "synthetic.npz")})
-    atomic_write_json(rd.path / "fidelity.json", out)
-    png = plot_fidelity(rd.path / "fidelity.png", real, syn,
+                "synthetic": str(rd.synthetic_npz)})
+    atomic_write_json(rd.fidelity_path, out)
+    png = plot_fidelity(rd.fidelity_png, real, syn,
                         "held-out data" if cfg.output.fidelity_reference == "heldout" else "training data")
     return format_realism(metrics), png
 
@@ -170,7 +170,7 @@ def plot_curves(rd: RunDir) -> Path:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    path = rd.path / "training_curves.png"
+    path = rd.training_curves_png
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -186,9 +186,9 @@ def write_budget(rd: RunDir) -> tuple[str, Path | None]:
     if not ledger.sites:
         return "privacy: DP-SGD was off in this run (no record-level guarantee).", None
     budget = run_budget(ledger)
-    atomic_write_json(rd.path / "privacy_budget.json", budget.to_dict())
+    atomic_write_json(rd.privacy_budget_path, budget.to_dict())
     curves = {s: epsilon_over_rounds(e, budget.sites[s].accountant) for s, e in ledger.sites.items()}
-    png = rd.path / "epsilon_over_rounds.png"
+    png = rd.epsilon_png
     png.write_bytes(epsilon_rounds_png(curves, {s: e.delta for s, e in ledger.sites.items()},
                                        next(iter(budget.sites.values())).accountant))
     head = f"{'site':<16}{'unit':>8}{'units':>7}{'steps':>7}{'sigma':>7}{'q':>8}{'delta':>10}{'epsilon':>9}"
@@ -203,4 +203,4 @@ def write_budget(rd: RunDir) -> tuple[str, Path | None]:
 
 
 def load_summary(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / "privacy_budget.json").read_text())
+    return json.loads(RunDir(run_dir).privacy_budget_path.read_text())

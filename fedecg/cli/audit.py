@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from fedecg.rundir import RunLayout
+
 
 def audit(
     run_dir: Path = typer.Argument(
@@ -91,7 +93,7 @@ def audit_canary(
         f"δ = {out['delta']:.1e}); accounted ε = {out['accounted_epsilon']}; "
         f"{'consistent' if out['consistent'] else 'INCONSISTENT: accounting is wrong'}"
     )
-    typer.echo(f"wrote {out['run_dir']}/canary_audit.json")
+    typer.echo(f"wrote {RunLayout(out['run_dir']).canary_audit_path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from fedecg.errors import FedECGError
+from fedecg.rundir import RunLayout
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -143,14 +144,14 @@ def _fail_on_mismatch(run_dir: Path, mismatches: dict) -> None:
     lines = [f"{site}: {'; '.join(rec.problems[:3])}" + (f" (+{len(rec.problems) - 3} more)"
                                                          if len(rec.problems) > 3 else "")
              for site, rec in mismatches.items()]
-    raise FedECGError(f"{Path(run_dir) / 'privacy_ledger.json'} disagrees with what site(s) "
+    raise FedECGError(f"{RunLayout(run_dir).ledger_path} disagrees with what site(s) "
                       f"{', '.join(mismatches)} reported (edited after the run, or a site under-reported): "
                       + " | ".join(lines))
 
 
 def _non_private_clients(run_dir: Path, ledger_sites: set[str]) -> list[str]:
     """Clients of RUN_DIR/manifest.json without a ledger entry: they trained without DP-SGD."""
-    path = run_dir / "manifest.json"
+    path = RunLayout(run_dir).manifest_path
     if not run_dir.is_dir() or not path.is_file():
         return []
     try:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from fedecg.rundir import RunLayout
+
 DEMO_SCENARIO = Path(__file__).resolve().parents[2] / "simulations" / "scenarios" / "demo.yaml"
 
 
@@ -53,7 +55,7 @@ def demo_cmd(
     from simulations.finish import finish_run
     from simulations.runner import simulate
 
-    if fresh and (run_dir / "config.yaml").exists():
+    if fresh and RunLayout(run_dir).config_path.exists():
         shutil.rmtree(run_dir)
     out = simulate(DEMO_SCENARIO, run_dir, set_, show_progress=True)
     report = finish_run(out)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from fedecg.rundir import RunLayout
+
 
 def synthesize(
     checkpoint: Path = typer.Argument(
@@ -96,7 +98,7 @@ def resolve_checkpoint(path: Path) -> Path:
     from fedecg.errors import FedECGError
 
     if path.is_dir():
-        path = path / "checkpoints" / "latest.pt"
+        path = RunLayout(path).latest_checkpoint
     if not path.is_file():
         raise FedECGError(f"checkpoint {path}: not found")
     return path
