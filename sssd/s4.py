@@ -23,7 +23,7 @@ the paper size); with activation checkpointing per block the paper configuration
 
 DP-SGD: the kernel is computed inside ``S4DConv.forward`` (which receives the batch), so Opacus hooks see
 the batch; ``s4d_grad_sample`` computes exact per-sample gradients of the kernel parameters (cross-
-correlation by FFT, then one batched vector-Jacobian product through the kernel), registered with Opacus
+correlation by FFT, then the kernel's vector-Jacobian products in closed form, ``kernel_vjp``), registered with Opacus
 by ``sssd.dp``. Without that registration Opacus's functorch fallback also works, more slowly.
 """
 
@@ -193,7 +193,7 @@ def s4d_grad_sample(
     For sample b with input u_b and output gradient g_b, dK_b[lag] = sum_t g_b[t] u_b[t - lag]
     (causal kernel, lags 0..L-1) and sum_t g_b[t] u_b[t + j] (anti-causal kernel, lag j = 1..L), both
     read off one FFT cross-correlation of size 2L; the kernel parameters' per-sample gradients are then
-    the vector-Jacobian products of ``layer.kernel`` with the B cotangents dK_b (batched autograd)."""
+    the vector-Jacobian products of ``layer.kernel`` with the B cotangents dK_b (:func:`kernel_vjp`)."""
     u = activations[0].float().transpose(1, 2)  # (B, H, L)
     g = backprops.float().transpose(1, 2)
     length = u.shape[-1]
@@ -206,13 +206,62 @@ def s4d_grad_sample(
     if layer.bidirectional:
         dk = torch.cat([dk, corr[..., length:].flip(-1).unsqueeze(1)], dim=1)  # (B, 2, H, L)
     params = [layer.log_dt, layer.log_A_real, layer.A_imag, layer.C]
-    with torch.enable_grad():
-        kern = layer.kernel(length)
-        grads = torch.autograd.grad(kern, params, grad_outputs=dk, is_grads_batched=True)
+    grads = kernel_vjp(layer, dk)
     out = {p: gs for p, gs in zip(params, grads, strict=True) if p.requires_grad}
     if layer.D.requires_grad:
         out[layer.D] = (g * u).sum(-1)
     return out
+
+
+_VJP_CHUNK = 256  # lags per chunk of kernel_vjp's Vandermonde basis
+
+
+@torch.no_grad()
+def kernel_vjp(layer: S4DConv, dk: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-sample vector-Jacobian products of ``layer.kernel``: for B cotangents ``dk`` (B, k, H, L) of the
+    kernels, the gradients (B, *p.shape) of sum(dk_b * K) w.r.t. log_dt, log_A_real, A_imag and C, in closed form.
+
+    With z = exp(dt A) and w = C (z - 1) / A, K[k, h, l] = 2 Re sum_n w z^l, so everything follows from two
+    Vandermonde sums per sample, S0 = sum_l dk z^l and S1 = sum_l dk l z^l (batched real matmuls against the
+    Vandermonde basis, built a chunk of lags at a time so it never exceeds (H, 4 N/2, 256) floats):
+    dC = 2 conj(S0 (z - 1)/A); with P = sum_k (dw/dA S0 + w dt S1): dA_real = 2 Re P, dA_imag = -2 Im P;
+    d dt = 2 Re sum_(k,n) (C z S0 + w A S1). This replaces a batched autograd pass through the kernel (vmap
+    over B cotangents), which cost more than the rest of the DP-SGD step's per-sample gradients together."""
+    b, kk, h, length = dk.shape
+    dt = torch.exp(layer.log_dt.float())  # (H,)
+    a_real = -torch.exp(layer.log_A_real.float())
+    a = torch.complex(a_real, layer.A_imag.float())  # (H, n)
+    dta = a * dt[:, None]
+    z1 = torch.exp(dta)
+    q = (z1 - 1.0) / a  # (H, n)
+    c = torch.view_as_complex(layer.C.float())  # (k, H, n)
+    w = c * q
+    dw_da = c * (dt[:, None] * z1 / a - q / a)
+    n = a.shape[-1]
+    x = dk.float().permute(2, 0, 1, 3).reshape(h, b * kk, length)  # (H, B k, L)
+    y = x.new_zeros(h, b * kk, 4 * n)
+    basis = x.new_empty(h, 4 * n, min(length, _VJP_CHUNK))  # [Re z^l, Im z^l, Re l z^l, Im l z^l], by chunk of lags
+    for l0 in range(0, length, _VJP_CHUNK):
+        steps = torch.arange(l0, min(length, l0 + _VJP_CHUNK), device=dk.device, dtype=torch.float32)
+        part = basis[..., :steps.numel()]
+        mag = torch.exp(dta.real[..., None] * steps)  # (H, n, chunk)
+        ang = dta.imag[..., None] * steps
+        torch.mul(mag, torch.cos(ang), out=part[:, :n])
+        torch.mul(mag, torch.sin(ang), out=part[:, n:2 * n])
+        torch.mul(part[:, :2 * n], steps, out=part[:, 2 * n:])
+        y.baddbmm_(x[..., l0:l0 + steps.numel()], part.transpose(1, 2))
+    y = y.reshape(h, b, kk, 4, n)
+    s0 = torch.complex(y[..., 0, :], y[..., 1, :])  # sum_l dk z^l, (H, B, k, n)
+    s1 = torch.complex(y[..., 2, :], y[..., 3, :])  # sum_l dk l z^l
+    w_, dw_da_, c_ = (t.transpose(0, 1)[:, None] for t in (w, dw_da, c))  # (H, 1, k, n)
+    p = (dw_da_ * s0 + w_ * dt[:, None, None, None] * s1).sum(2)  # (H, B, n)
+    d_a_real = 2.0 * p.real
+    d_a_imag = -2.0 * p.imag
+    d_dt = 2.0 * (c_ * z1[:, None, None] * s0 + w_ * a[:, None, None] * s1).real.sum((2, 3))  # (H, B)
+    d_log_dt = (d_dt * dt[:, None]).transpose(0, 1)
+    d_log_a_real = (d_a_real * a_real[:, None]).transpose(0, 1)
+    d_c = torch.view_as_real(2.0 * (q[:, None, None] * s0).conj()).permute(1, 2, 0, 3, 4)  # (B, k, H, n, 2)
+    return d_log_dt.contiguous(), d_log_a_real.contiguous(), d_a_imag.transpose(0, 1).contiguous(), d_c.contiguous()
 
 
 class S4Layer(nn.Module):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fedecg.device import torch_threads
-from sssd.s4 import S4DConv, S4Layer, cached_kernels, hippo_diagonal_init, s4d_grad_sample
+from sssd.s4 import S4DConv, S4Layer, cached_kernels, hippo_diagonal_init, kernel_vjp, s4d_grad_sample
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +65,37 @@ def test_grad_sampler_matches_per_example_autograd():
         (conv(u[b : b + 1]) * g[b : b + 1]).sum().backward()
         for p in conv.parameters():
             assert torch.allclose(per_sample[p][b], p.grad, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("bidirectional,length", [(True, 300), (False, 257), (True, 1)])
+def test_closed_form_kernel_vjp_matches_float64_autograd(bidirectional, length):
+    """kernel_vjp (the per-sample kernel-parameter gradients DP-SGD uses) against autograd of the naive
+    Vandermonde kernel in float64, per sample."""
+    torch.manual_seed(5)
+    conv = S4DConv(channels=6, state=16, bidirectional=bidirectional)
+    with torch.no_grad():
+        conv.A_imag.mul_(3.0)  # faster-rotating modes than the init, so that phase errors would show
+    k = 2 if bidirectional else 1
+    dk = torch.randn(3, k, 6, length)
+    got = kernel_vjp(conv, dk)
+    params = [p.detach().double().requires_grad_() for p in (conv.log_dt, conv.log_A_real, conv.A_imag, conv.C)]
+
+    def kernel64():
+        dt = torch.exp(params[0])
+        a = torch.complex(-torch.exp(params[1]), params[2])
+        dta = a * dt[:, None]
+        w = torch.view_as_complex(params[3]) * (torch.exp(dta) - 1) / a
+        return 2 * torch.einsum("khn,hnl->khl", w, torch.exp(dta[..., None] * torch.arange(length))).real
+
+    ps32 = [conv.log_dt, conv.log_A_real, conv.A_imag, conv.C]
+    autograd32 = torch.autograd.grad(conv.kernel(length), ps32, grad_outputs=dk, is_grads_batched=True)
+    for b in range(3):
+        expected = torch.autograd.grad(kernel64(), params, grad_outputs=dk[b].double())
+        for e, g, a32 in zip(expected, got, autograd32, strict=True):
+            assert g.shape[1:] == e.shape and g.dtype == torch.float32
+            err = float((g[b].double() - e).norm() / e.norm())
+            err32 = float((a32[b].double() - e).norm() / e.norm())  # what float32 autograd itself achieves
+            assert err < 1e-3 and err <= 3 * err32 + 1e-6, (b, e.shape, err, err32)
 
 
 def test_cached_kernels_give_same_output_and_are_dropped():
