@@ -65,6 +65,7 @@ from typing import Any
 
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json
+from fedecg.rundir import RunLayout
 
 try:
     import fcntl
@@ -73,7 +74,7 @@ except ImportError:  # not POSIX: _locked takes no cross-process lock
 
 log = logging.getLogger(__name__)
 
-LEDGER_FILE = "privacy_ledger.json"  # the run's, in RUN_DIR
+LEDGER_FILE = RunLayout(".").ledger_path.name  # the run's, in RUN_DIR (named by fedecg.rundir)
 SITE_LEDGER_FILE = "privacy-ledger.json"  # the site's, in its state dir
 SITE_LOCK_FILE = ".privacy-ledger.lock"
 SITE_FORMAT = "fedecg-site-ledger/2"

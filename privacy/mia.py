@@ -83,7 +83,7 @@ def denoising_errors(
                         lb,
                         db,
                         mb,
-                        model_cfg,
+                        model_cfg.loss,
                         reduction="none",
                         t=tt,
                         noise=noise,

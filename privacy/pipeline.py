@@ -15,6 +15,7 @@ import torch
 from evaluation.realism import realism_criteria, realism_metrics
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json
+from fedecg.rundir import RunLayout
 from privacy.accounting import run_budget
 from privacy.audit import AuditConfig, base_corpus_audit, memorization_audit
 from privacy.inputs import (
@@ -239,7 +240,7 @@ def run_audit(
         }
     client_ids = sorted(set(run.site_of_id.values()))
     audit["epsilon"] = epsilon_section(run.run_dir, client_ids)
-    canary_file = run.run_dir / "canary_audit.json"
+    canary_file = RunLayout(run.run_dir).canary_audit_path
     if canary_file.is_file():
         audit["canary"] = json.loads(canary_file.read_text(encoding="utf-8"))
     audit["realism"] = realism_section(syn, train, cfg)

@@ -22,6 +22,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedecg.config import split_overrides
 from server.loop import ServerSettings, run_federation
 from server.prepare import prepare_run
 
@@ -62,7 +63,7 @@ def settings_from_run_config(run_config: dict) -> ServerSettings:
     scenario = Path(str(run_config.get("scenario") or "simulations/scenarios/demo.yaml"))
     if not scenario.is_absolute():
         scenario = app_dir / scenario
-    overrides = [o.strip() for o in str(run_config.get("overrides", "")).split(";") if o.strip()]
+    overrides = split_overrides(str(run_config.get("overrides", "")))
     mode = str(run_config.get("mode", "simulation"))
     run_dir = str(run_config.get("run-dir") or "")
     rd = prepare_run(scenario, overrides, Path(run_dir) if run_dir else None,

@@ -76,7 +76,7 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         return _check_completed(rd)
     for k, v in FLOWER_ENV.items():
         os.environ.setdefault(k, v)
-    os.environ.setdefault("FLWR_HOME", str((rd.path / "flwr_home").resolve()))
+    os.environ.setdefault("FLWR_HOME", str(rd.flwr_home.resolve()))
     cpus = os.cpu_count() or 1
     backend_config = {
         "client_resources": {"num_cpus": cfg.simulation.client_cpus, "num_gpus": cfg.simulation.client_gpus},
@@ -89,7 +89,7 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     # site policy) reaches it through a file named in the environment the Ray workers inherit
     previous = os.environ.get(SIMULATED_NODE_CONFIG_ENV)
     os.environ[SIMULATED_NODE_CONFIG_ENV] = str(write_simulated_node_configs(
-        rd.path / "node-state" / "simulated-node-config.json", node_configs).resolve())
+        rd.simulated_node_config_path, node_configs).resolve())
     address = ray_address(cfg)
     joined = False
     try:
@@ -207,7 +207,7 @@ def check_records(rd) -> dict[str, list[dict]]:
                                                                   "reason": problem})
                 log.warning("dataset check: site %s, ecg_id %s (%s): %s; the site skips this record",
                             client.client_id, ecg_id, name, problem)
-    atomic_write_json(rd.path / "data_check.json", {"dataset": str(root), "invalid": bad})
+    atomic_write_json(rd.data_check_path, {"dataset": str(root), "invalid": bad})
     return bad
 
 
@@ -222,7 +222,7 @@ def _check_completed(rd) -> Path:
                           f"{status['rounds_without_update']} ({reasons}); see {rd.metrics_path}")
     for site, n in (status.get("invalid_records") or {}).items():
         log.warning("site %s skipped %d invalid record(s) (named in %s and in the site's log)", site, n,
-                    rd.path / "data_check.json")
+                    rd.data_check_path)
     if status.get("failed_sites"):
         failed = "; ".join(f"{s} in round(s) {v['rounds']}: {v['reason']}" for s, v in status["failed_sites"].items())
         raise FedECGError(f"simulation of {rd.path} completed, but site(s) failed: {failed}; see {rd.metrics_path}")

@@ -114,11 +114,11 @@ def diffusion_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The SSSD-MIDT loss of a batch (x0 in mV). Returns (loss, parts) with parts' batch means as floats.
 
-    ``cfg`` is the model config's ``.loss``. Transitional: a whole ModelConfig is still accepted (and reduced
-    to its ``.loss``) until every caller passes the LossConfig. ``t``/``noise`` may be given (e.g. fixed for an
-    audit); otherwise drawn from ``generator``. ``cond_dropout`` defaults to ``model.training``."""
+    ``cfg`` is the model config's ``.loss`` (a whole ModelConfig is refused: the loss reads only these fields).
+    ``t``/``noise`` may be given (e.g. fixed for an audit); otherwise drawn from ``generator``. ``cond_dropout``
+    defaults to ``model.training``."""
     if isinstance(cfg, ModelConfig):
-        cfg = cfg.loss
+        raise TypeError("diffusion_loss takes a LossConfig (model_cfg.loss), not the whole ModelConfig")
     dev = x0.device
     x = x0.float() / cfg.data_scale
     b = x.shape[0]
