@@ -1,1 +1,3 @@
 """bench"""
+
+__fedecg_room__ = "bench"  # marks this top-level package as fedecg's (fedecg.rooms.check_rooms)

@@ -4,3 +4,5 @@ ledger → accounting (ε per site, release, planning) · distances → audit (D
 mia (denoising-error membership inference) · canary (one-run empirical DP audit) ·
 inputs/pipeline/report/plots (`fedecg audit`: audit.json + self-contained report.html).
 """
+
+__fedecg_room__ = "privacy"  # marks this top-level package as fedecg's (fedecg.rooms.check_rooms)

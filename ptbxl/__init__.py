@@ -6,3 +6,5 @@ Modules: ``constants``, ``layout`` (CSV files), ``signals`` (WFDB records, model
 Dataset), ``cache``, ``check`` (folder validation), ``download``, ``writer`` (writes PTB-XL-layout folders),
 ``demo``/``synth`` (synthetic data).
 """
+
+__fedecg_room__ = "ptbxl"  # marks this top-level package as fedecg's (fedecg.rooms.check_rooms)

@@ -1,1 +1,3 @@
 """simulations"""
+
+__fedecg_room__ = "simulations"  # marks this top-level package as fedecg's (fedecg.rooms.check_rooms)

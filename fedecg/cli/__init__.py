@@ -46,7 +46,10 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Entry point: run the app; a FedECGError becomes one readable line and exit code 2."""
+    from fedecg.rooms import check_rooms
+
     try:
+        check_rooms()  # a foreign `client`/`server`/... package on sys.path: one line, before any command
         app()
     except FedECGError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
