@@ -23,6 +23,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedecg.config import split_overrides
+from fedecg.errors import FedECGError
 from server.loop import ServerSettings, run_federation
 from server.prepare import prepare_run
 
@@ -44,8 +45,6 @@ def main(grid: Grid, context: Context) -> None:
 def bound_settings(settings: ServerSettings) -> Iterator[None]:
     """Within the block, :data:`app` runs with ``settings`` instead of reading the run config (the Simulation
     Engine gives it none). One run at a time per process: a second concurrent binding raises FedECGError."""
-    from fedecg.errors import FedECGError
-
     with _bind_lock:
         if _bound:
             raise FedECGError("another simulation is already running in this process")

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord
+from tqdm import tqdm
 
 from fedecg import protocol as P
 from fedecg.config import ScenarioConfig
@@ -31,6 +34,8 @@ from fedecg.errors import FedECGError
 from fedecg.io import append_jsonl
 from fedecg.wire import to_record
 from privacy.ledger import DIGEST_RE, LedgerEntry, PrivacyLedger, SiteLedger, ledger_from_dict, save_ledger
+from ptbxl import demographics
+from ptbxl.labels import LabelVocab
 from server.ema import update_ema
 from server.robust import aggregation_replies, parse_robust
 from server.rundir import RunDir, check_resume_config
@@ -45,6 +50,8 @@ from server.validation import (
     site_of,
     site_problems,
 )
+from sssd.checkpoint import build_model
+from sssd.pretrained import file_sha256, load_base
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,7 @@ REPLY_POLL_S = 0.5  # Flower 1.41's deployment Grid (HttpGrid.send_and_receive) 
 def send_and_receive(grid, messages, timeout: float | None):  # noqa: ANN001, ANN201 - flwr Grid, Messages
     """Grid.send_and_receive, with replies pulled every REPLY_POLL_S s on the deployment Grid (Flower's own
     loop waits 3 s between pulls, on average 1.5 s per phase lost); other Grids keep their own loop."""
+    # local: heavy (~0.9 s, pulls the SuperLink's fastapi/sqlalchemy); only the deployment Grid is an HttpGrid
     from flwr.superlink.grid.http_grid import HttpGrid
 
     if not isinstance(grid, HttpGrid):
@@ -85,20 +93,14 @@ def initial_state(cfg: ScenarioConfig, base=None) -> dict[str, np.ndarray]:
     freshly initialised denoiser weights, deterministic in the run config (global RNG untouched)."""
     if cfg.init != "none":
         if base is None:
-            from sssd.pretrained import load_base
-
             base = load_base(cfg.init, cfg.model.resolve())
         return {k: np.array(v, copy=True) for k, v in base.state.items()}
-    from sssd.checkpoint import build_model
-
     model = build_model(cfg.model.resolve())  # model.init_seed is derived from the root seed (fedecg.seeds)
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
 def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
     """Run (or continue) the rounds of a prepared run directory. Returns the final global weights."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord
-
     rd = RunDir(settings.run_dir)
     cfg = rd.read_config()
     ckpt = rd.load_latest()
@@ -245,8 +247,6 @@ def start_base(rd: RunDir, cfg: ScenarioConfig):
     still be the one it recorded."""
     if cfg.init == "none":
         return None
-    from sssd.pretrained import load_base
-
     base = load_base(cfg.init, cfg.model.resolve())
     recorded = rd.read_base()
     if recorded is None:
@@ -260,8 +260,6 @@ def check_base_unchanged(rd: RunDir, cfg: ScenarioConfig, ckpt_base: dict | None
     """On resume: if RUN_DIR/base.json exists, its base file must still hash to the recorded SHA-256
     (FedECGError otherwise); a vanished file only gets a warning, resuming needs the checkpoint alone.
     Returns the ``base`` entry for the next checkpoints."""
-    from sssd.pretrained import file_sha256
-
     recorded = rd.read_base()
     if recorded is not None:
         path = Path(str(recorded.get("path", "")))
@@ -454,10 +452,6 @@ def _server_summary(site_metrics, verdicts, seconds: float, train_seconds: float
 
 def _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd: RunDir, settings: ServerSettings,
                         ema: dict[str, np.ndarray] | None = None, base_info: dict | None = None) -> dict:
-    import torch
-
-    from ptbxl.labels import LabelVocab
-
     # "format" is filled in by sssd.checkpoint.save_checkpoint, the one owner of the checkpoint format
     return {"round": rnd, "model_config": cfg.model.resolve().to_dict(),
             "state_dict": {k: torch.from_numpy(np.array(v)) for k, v in weights.items()},
@@ -472,8 +466,6 @@ def _checkpoint_payload(cfg, rnd, weights, strategy, ledger, rd: RunDir, setting
 
 
 def _demographics_spec() -> dict:
-    from ptbxl import demographics
-
     spec = getattr(demographics, "NORMALISATION", None)
     return dict(spec) if isinstance(spec, dict) else {"module": "ptbxl.demographics"}
 
@@ -493,15 +485,13 @@ def _log_round(rnd: int, total: int, row: dict) -> None:
 def _progress(show: bool, total: int, start: int):
     if not show:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=start, desc="federated rounds", unit="round")
 
 
 def _tensorboard(rd: RunDir):
     """A SummaryWriter into RUN_DIR/tensorboard when the tensorboard package is installed, else None."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # local: tensorboard is optional
     except ImportError:
         return None
     return SummaryWriter(log_dir=str(rd.tensorboard_dir))

@@ -16,7 +16,10 @@ from fedecg.config import ScenarioConfig, load_scenario
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json
 from fedecg.rundir import RunLayout
+from ptbxl.layout import read_database
+from ptbxl.partition import partition_dataset
 from server.rundir import RunDir
+from sssd.pretrained import load_base
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ def cache_root() -> Path:
 def resolve_dataset(cfg: ScenarioConfig) -> Path:
     """The scenario's dataset folder; ``demo`` is generated on first use."""
     if cfg.dataset == "demo":
+        # local: heavy (scipy.signal, ~0.9 s); only the demo dataset needs it, the deployment ServerApp never does
         from ptbxl.demo import GENERATOR_VERSION, make_demo_dataset
 
         n, sites = cfg.demo_data.records, cfg.demo_data.sites
@@ -66,17 +70,12 @@ def prepare_run(scenario: Path | None, overrides: list[str], run_dir: Path | Non
     cfg = load_scenario(scenario, overrides)
     base = None
     if cfg.init != "none":  # a base that does not fit the scenario's model fails here, before any folder exists
-        from sssd.pretrained import load_base
-
         base = load_base(cfg.init, cfg.model.resolve())
     rd = PreparedRun(run_dir or Path("runs") / f"{cfg.name}-{uuid.uuid4().hex[:6]}")
     rd.path.mkdir(parents=True, exist_ok=True)
     if base is not None:
         rd.write_base(base.record(cfg.init))
     if partition:
-        from ptbxl.layout import read_database
-        from ptbxl.partition import partition_dataset
-
         root = resolve_dataset(cfg)
         manifest = partition_dataset(read_database(root), cfg.partition, dataset=str(root.resolve()))
         manifest.save(rd.manifest_path)

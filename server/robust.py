@@ -27,9 +27,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
+from fedecg import protocol as P
 from fedecg.errors import FedECGError
 from fedecg.specs import KINDS, RobustRule, parse_robust  # noqa: F401 - server.robust's public names
+from fedecg.wire import from_record
 
 MIN_REPLIES_FOR_RELATIVE_BOUND = 3
 
@@ -102,11 +105,6 @@ def aggregation_replies(rule: RobustRule, accepted: list, ref: dict[str, np.ndar
     """The Flower Messages the strategy aggregates, from the accepted ``(site, message, verdict)`` triples (fixed
     order): each reply's arrays with its capped example count (``none``), the clipped updates (``norm-bound``),
     or one combined reply weighted by the sum of the counts (``median``, ``trimmed-mean``)."""
-    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
-
-    from fedecg import protocol as P
-    from fedecg.wire import from_record
-
     def reply(arrays, n: float, node: int):
         if not isinstance(arrays, ArrayRecord):
             arrays = ArrayRecord(array_dict={k: Array(np.ascontiguousarray(arrays[k])) for k in ref})

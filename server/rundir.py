@@ -16,6 +16,9 @@ A round counts as complete once its checkpoint is on disk; ``--resume`` continue
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -23,8 +26,9 @@ import yaml
 
 from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
-from fedecg.io import atomic_write_json, atomic_write_text, read_jsonl
+from fedecg.io import atomic_write_json, atomic_write_text, read_json_object, read_jsonl
 from fedecg.rundir import RunLayout
+from sssd.checkpoint import load_checkpoint, save_checkpoint
 
 
 def merge_evaluations(lines: list[dict]) -> list[dict]:
@@ -65,8 +69,6 @@ class RunDir(RunLayout):
 
     def read_base(self) -> dict | None:
         """base.json, or None when the run has none (init: none)."""
-        from fedecg.io import read_json_object
-
         return read_json_object(self.base_path)
 
     # ---- checkpoints ---------------------------------------------------------------------------------
@@ -75,8 +77,6 @@ class RunDir(RunLayout):
         return rounds[-1] if rounds else 0
 
     def save_checkpoint(self, server_round: int, payload: dict, keep: int = 0) -> Path:
-        from sssd.checkpoint import save_checkpoint
-
         path = self.checkpoint_path(server_round)
         save_checkpoint(path, payload)
         save_checkpoint(self.latest_checkpoint, payload)
@@ -86,8 +86,6 @@ class RunDir(RunLayout):
         return path
 
     def load_latest(self) -> dict | None:
-        from sssd.checkpoint import load_checkpoint
-
         r = self.latest_round()
         return load_checkpoint(self.checkpoint_path(r)) if r else None
 
@@ -100,22 +98,15 @@ class RunDir(RunLayout):
     def truncate_metrics(self, last_round: int) -> None:
         """Drop metric lines of rounds after ``last_round`` (left by a crash before their checkpoint)."""
         rows = [r for r in read_jsonl(self.metrics_path) if int(r.get("round", 0)) <= last_round]
-        import json
-
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write_status(self, status: str, **extra) -> None:
-        import os
-        import socket
-
         atomic_write_json(self.status_path, {"status": status, "time": time.time(), "pid": os.getpid(),
                                              "host": socket.gethostname(), **extra})
 
     def status(self) -> dict:
         """status.json; a "running" run whose process is gone (killed) reads, and is rewritten, as
         "interrupted" (resume it with `fedecg simulate --resume`)."""
-        import json
-
         p = self.status_path
         if not p.exists():
             return {"status": "missing"}
@@ -153,8 +144,6 @@ def check_resume_config(rd: RunDir, cfg: ScenarioConfig, ckpt: dict) -> None:
     """A resumed run must be the run its checkpoint belongs to: FedECGError naming every key where
     config.yaml differs from the checkpoint's ``run_config`` (both normalised through ScenarioConfig, so keys
     added to the config since the checkpoint was written compare as their defaults)."""
-    import json
-
     saved = ckpt.get("run_config")
     if not isinstance(saved, dict):
         raise FedECGError(f"{rd.checkpoints}: the checkpoint of round {ckpt.get('round')} has no run_config; "
@@ -176,9 +165,6 @@ def check_resume_config(rd: RunDir, cfg: ScenarioConfig, ckpt: dict) -> None:
 
 def _process_gone(status: dict) -> bool:
     """True when ``status`` names a process on this host that no longer exists."""
-    import os
-    import socket
-
     pid, host = status.get("pid"), status.get("host")
     if not isinstance(pid, int) or host != socket.gethostname():
         return False

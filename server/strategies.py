@@ -10,6 +10,8 @@ accounted separately from record-level DP-SGD, and assumes a trusted server (the
 from __future__ import annotations
 
 import numpy as np
+import torch
+from flwr.serverapp import strategy as S
 
 from fedecg.config import ScenarioConfig
 
@@ -17,8 +19,6 @@ from fedecg.config import ScenarioConfig
 def build_strategy(cfg: ScenarioConfig, num_sampled: int, max_nodes: int | None = None):
     """Flower strategy for the config. ``max_nodes`` (the number of partitions in a simulation) caps the
     minimum-node settings, which Flower would otherwise wait for forever."""
-    from flwr.serverapp import strategy as S
-
     sc = cfg.strategy
     cap = (lambda n: min(n, max_nodes)) if max_nodes else (lambda n: n)  # noqa: E731
     common = dict(fraction_train=sc.fraction_train, fraction_evaluate=sc.fraction_evaluate,
@@ -46,8 +46,6 @@ def _inner(strategy):
 def strategy_state(strategy) -> dict:
     """The mutable state a strategy carries between rounds (FedOpt moments), as torch tensors (so the
     checkpoint loads with ``weights_only=True``)."""
-    import torch
-
     inner = _inner(strategy)
     state = {}
     for name in ("m_t", "v_t"):

@@ -27,11 +27,13 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedecg import protocol as P
 from fedecg.specs import parse_trainable
 from fedecg.wire import WireError, from_record
 from fedecg.wire import printable as _printable
+from server.robust import relative_norm_outliers
 from sssd.peft import expand_reply, reply_reference, shapes_of
 
 
@@ -186,8 +188,6 @@ def check_reply(msg, global_arrays: dict[str, np.ndarray], max_update_norm: floa
 
 
 def _check(msg, global_arrays, max_update_norm, site, counts, spec) -> Verdict:
-    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-
     if msg.has_error():
         return Verdict(site, False, error_reason(msg.error))
     content = msg.content
@@ -256,8 +256,6 @@ def screen_round(verdicts: list[Verdict], problems: dict[int, str], relative_nor
     """Round-level checks after the per-reply ones (in place): replies with an attribution problem
     (:func:`attribute_replies`) are rejected, then, with ≥ 3 accepted replies, any update whose norm exceeds
     ``relative_norm_factor`` × the round's median update norm (server.robust.relative_norm_outliers)."""
-    from server.robust import relative_norm_outliers
-
     for i, reason in problems.items():
         verdicts[i].accepted, verdicts[i].reason = False, reason
     norms = {v.site: v.update_norm for v in verdicts if v.accepted}
@@ -291,8 +289,6 @@ def site_problems(rows: list[dict]) -> dict:
 def reported_metrics(msg) -> dict[str, float]:
     """The allow-listed, finite scalar metrics of a reply (train or evaluate), as floats; {} for an error reply
     or anything malformed. Never raises: this is what reaches metrics.jsonl and the privacy ledger."""
-    from flwr.app import MetricRecord
-
     try:
         if msg.has_error():
             return {}

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
+import numpy as np
+
+from evaluation.realism import beat_features, format_realism, realism_criteria, realism_metrics, robust_amplitude
+from evaluation.synthesize import SamplerSettings, conditions_like_dataset, generate, write_synthetic_dataset
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json, atomic_write_text
+from privacy.accounting import epsilon_over_rounds, run_budget
+from privacy.ledger import load_ledger
+from privacy.plots import epsilon_rounds_png
 from ptbxl.constants import HELDOUT_FOLDS, TRAIN_FOLDS
+from ptbxl.dataset import load_arrays
+from ptbxl.layout import read_database
+from ptbxl.partition import Manifest
+from ptbxl.signals import derive_12_leads
 from server.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -17,10 +29,6 @@ log = logging.getLogger(__name__)
 
 def finish_run(run_dir: str | Path) -> str:
     """Write synthetic ECGs, curves and the budget table into ``run_dir``; return a short text report."""
-    import warnings
-
-    import numpy as np
-
     # Known-harmless library chatter at this stage (Flower's Ray transport re-enables DeprecationWarnings
     # process-wide): wfdb's pandas `inplace=` calls, and log(0) inside Opacus' PRV accountant at q = 1.
     with warnings.catch_warnings(), np.errstate(divide="ignore"):
@@ -54,9 +62,6 @@ def _finish_run(run_dir: str | Path) -> str:
 def synthesize_examples(rd: RunDir, n: int, sampler: str, steps: int, seed: int, eta: float = 1.0) -> Path:
     """Sample ``n`` ECGs from the last checkpoint, conditioned like ``n`` training-fold records of the run's
     dataset, into RUN_DIR/synthetic (PTB-XL layout + npz + PNGs; see evaluation.synthesize). Returns the grid."""
-    from evaluation.synthesize import SamplerSettings, conditions_like_dataset, generate, write_synthetic_dataset
-    from ptbxl.partition import Manifest
-
     manifest = Manifest.load(rd.manifest_path)
     checkpoint = rd.latest_checkpoint
     conditions = conditions_like_dataset(manifest.dataset, n, seed=seed, folds=TRAIN_FOLDS)
@@ -74,18 +79,9 @@ def write_fidelity(rd: RunDir, max_real: int = 1000) -> tuple[str, Path]:
     """RUN_DIR/fidelity.json + fidelity.png: realism metrics (evaluation.realism) of RUN_DIR/synthetic against
     the run's training records, or with ``output.fidelity_reference: heldout`` the dataset's folds 9-10 (at most
     ``max_real`` of them, drawn with the run's seed)."""
-    import numpy as np
-
-    from evaluation.realism import format_realism, realism_criteria, realism_metrics
-    from ptbxl.dataset import load_arrays
-    from ptbxl.partition import Manifest
-    from ptbxl.signals import derive_12_leads
-
     cfg = rd.read_config()
     manifest = Manifest.load(rd.manifest_path)
     if cfg.output.fidelity_reference == "heldout":
-        from ptbxl.layout import read_database
-
         meta = read_database(manifest.dataset)
         pool = sorted(int(e) for e in meta.index[meta["strat_fold"].isin(HELDOUT_FOLDS)])
         what = "held-out records (folds 9-10) of the dataset"
@@ -113,13 +109,10 @@ def write_fidelity(rd: RunDir, max_real: int = 1000) -> tuple[str, Path]:
 
 def plot_fidelity(path: Path, real, syn, real_name: str = "training data") -> Path:
     """Lead II of real and synthetic ECGs side by side, and their heart-rate and amplitude distributions."""
-    import matplotlib
+    import matplotlib  # local: Agg is chosen only when drawing, never as a side effect of importing this module
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    import numpy as np
-
-    from evaluation.realism import beat_features, robust_amplitude
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 5.5))
     t = np.arange(real.shape[-1]) / 100.0
@@ -147,7 +140,7 @@ def plot_fidelity(path: Path, real, syn, real_name: str = "training data") -> Pa
 
 def plot_curves(rd: RunDir) -> Path:
     """Per-site training loss and validation loss over rounds (PNG)."""
-    import matplotlib
+    import matplotlib  # local: Agg is chosen only when drawing, never as a side effect of importing this module
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -178,10 +171,6 @@ def plot_curves(rd: RunDir) -> Path:
 
 def write_budget(rd: RunDir) -> tuple[str, Path | None]:
     """privacy_budget.json, epsilon_over_rounds.png and a text table of the per-site epsilon."""
-    from privacy.accounting import epsilon_over_rounds, run_budget
-    from privacy.ledger import load_ledger
-    from privacy.plots import epsilon_rounds_png
-
     ledger = load_ledger(rd.path)
     if not ledger.sites:
         return "privacy: DP-SGD was off in this run (no record-level guarantee).", None

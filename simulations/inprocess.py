@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
 
 
 class InProcessGrid(Grid):
@@ -23,8 +24,6 @@ class InProcessGrid(Grid):
         self.tamper = tamper
         self.outgoing = outgoing  # every reply that left a node, for inspection
         self._run = None
-        from flwr.supercore.task_identity import TaskIdentity
-
         TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0  # as in a ServerApp process
 
     def set_run(self, run_id: int) -> None:
@@ -56,8 +55,6 @@ class InProcessGrid(Grid):
             try:
                 reply = self.client_app(msg, self.contexts[nid])
             except Exception as exc:  # what Flower does: an error reply
-                from flwr.app import Error
-
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
             if self.outgoing is not None:
                 self.outgoing.append(reply)

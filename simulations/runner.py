@@ -21,7 +21,23 @@ import os
 import sys
 from pathlib import Path
 
+from client.app import app as client_app
 from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_json
+from privacy.policy import SIMULATED_NODE_CONFIG_ENV, check_policy_spec, write_simulated_node_configs
+from privacy.policy import simulated_node_configs as build_node_configs
+from ptbxl.check import check_record
+from ptbxl.constants import FS
+from ptbxl.layout import read_database
+from ptbxl.partition import Manifest
+from server.app import app as server_app
+from server.app import bound_settings
+from server.loop import ServerSettings, run_federation
+from server.prepare import prepare_run
+from simulations.inprocess import InProcessGrid
+
+# flwr.simulation (~1 s) is imported where used: only the Ray engine needs it, not --engine inprocess; ray itself
+# only when joining an existing cluster.
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +60,6 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     simulations.inprocess). Raises FedECGError when the run did not complete (status.json says why)."""
     if engine not in ("ray", "inprocess"):
         raise FedECGError(f"engine must be ray or inprocess, got {engine!r}")
-    from flwr.simulation import run_simulation
-
-    from client.app import app as client_app
-    from ptbxl.partition import Manifest
-    from server.app import app as server_app
-    from server.app import bound_settings
-    from server.loop import ServerSettings, run_federation
-    from server.prepare import prepare_run
-
     rd = prepare_run(Path(scenario) if scenario else None, list(overrides or []),
                      Path(run_dir) if run_dir else None, partition=True, resume_only=resume)
     cfg = rd.read_config()
@@ -65,8 +72,6 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
     settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True,
                               show_progress=show_progress)
     if engine == "inprocess":
-        from simulations.inprocess import InProcessGrid
-
         try:
             run_federation(InProcessGrid(client_app, n_clients, node_config=lambda i: node_configs[i]), settings)
         except FedECGError:
@@ -74,6 +79,8 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         except Exception as exc:
             raise FedECGError(f"simulation of {rd.path} failed: {type(exc).__name__}: {exc}") from exc
         return _check_completed(rd)
+    from flwr.simulation import run_simulation  # local: only the Ray engine needs it (see the imports)
+
     for k, v in FLOWER_ENV.items():
         os.environ.setdefault(k, v)
     os.environ.setdefault("FLWR_HOME", str(rd.flwr_home.resolve()))
@@ -83,8 +90,6 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": True},
     }
     log.info("simulating %d sites for %d rounds → %s", n_clients, cfg.rounds, rd.path)
-    from privacy.policy import SIMULATED_NODE_CONFIG_ENV, write_simulated_node_configs
-
     # Flower's virtual SuperNodes get only partition-id / num-partitions: the rest of each node's own config (its
     # site policy) reaches it through a file named in the environment the Ray workers inherit
     previous = os.environ.get(SIMULATED_NODE_CONFIG_ENV)
@@ -103,7 +108,7 @@ def simulate(scenario: str | Path | None, run_dir: str | Path | None = None, ove
         raise FedECGError(f"simulation of {rd.path} failed: {status.get('error', exc)}") from exc
     finally:
         if joined:
-            import ray
+            import ray  # local: heavy, only when a Ray cluster was joined
 
             if ray.is_initialized():
                 ray.shutdown()  # disconnects this driver; the cluster keeps running
@@ -147,7 +152,7 @@ def join_ray_cluster(address: str, backend_config: dict, env_keys: tuple[str, ..
     connection as it is). Resources of a new cluster (num_cpus ...) cannot be given when joining one, so they
     are dropped from the init args; the sites' environment (Flower's settings and ``env_keys``) goes into the
     job's runtime_env."""
-    import ray
+    import ray  # local: heavy, only for joining a Ray cluster
 
     init_args = {k: v for k, v in backend_config.get("init_args", {}).items()
                  if k not in ("num_cpus", "num_gpus", "resources", "object_store_memory", "include_dashboard")}
@@ -173,14 +178,10 @@ def simulated_node_configs(rd) -> list[dict]:
     """Each simulated node's own node config, by partition id: Flower's partition keys plus the site policy the
     scenario's ``site_policy`` section gives that site (privacy.policy). Built here, by the simulation harness;
     the server never sends it."""
-    from privacy.policy import check_policy_spec
-    from privacy.policy import simulated_node_configs as build
-    from ptbxl.partition import Manifest
-
     cfg = rd.read_config()
     sites = [str(c.client_id) for c in Manifest.load(rd.manifest_path).clients]
     check_policy_spec(cfg.site_policy, sites)
-    return build(cfg.site_policy, sites)
+    return build_node_configs(cfg.site_policy, sites)
 
 
 def check_records(rd) -> dict[str, list[dict]]:
@@ -188,12 +189,6 @@ def check_records(rd) -> dict[str, list[dict]]:
     (header, the folder's sampling rate and length, leads, format, .dat size; samples are checked by the sites
     as they load). Each bad record is logged with its ecg_id and client, and all of them are written to
     RUN_DIR/data_check.json; the sites skip them (client.data), so they are never trained on."""
-    from fedecg.io import atomic_write_json
-    from ptbxl.check import check_record
-    from ptbxl.constants import FS
-    from ptbxl.layout import read_database
-    from ptbxl.partition import Manifest
-
     manifest = Manifest.load(rd.manifest_path)
     root = Path(manifest.dataset)
     meta = read_database(root)
