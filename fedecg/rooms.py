@@ -6,7 +6,8 @@ fedecg installs its rooms as top-level packages (``client``, ``server``, ``priva
 SuperLink ships to the SuperExec). Such generic names can collide with other distributions in the same
 environment. Rather than let a foreign ``client`` package fail deep inside a command, :func:`check_rooms`
 (run by the CLI before any command) finds each room's package and refuses, in one line, a package without
-fedecg's room marker (``__fedecg_room__`` in its ``__init__``). Install fedecg in its own virtual environment
+fedecg's room marker (``__fedecg_room__`` in its ``__init__``); a plain folder of the same name without an
+``__init__.py`` (say, a data folder called ``ptbxl``) does not shadow a room and is let through. Install fedecg in its own virtual environment
 (``make install`` does) to avoid the collision altogether.
 """
 
@@ -29,6 +30,11 @@ def check_rooms(rooms: tuple[str, ...] = ROOMS) -> None:
             module = importlib.import_module(name)
         except ImportError as exc:
             problems.append(f"{name}: cannot be imported ({exc})")
+            continue
+        if getattr(module, "__file__", None) is None:
+            # a plain folder of that name (no __init__.py, e.g. a data folder called ptbxl in the working
+            # directory) is a namespace portion: a regular package wins over it (site-packages), and the editable
+            # install's finder resolves the room's submodules; it shadows nothing
             continue
         if getattr(module, "__fedecg_room__", None) != name:
             where = getattr(module, "__file__", None) or list(getattr(module, "__path__", []) or ["?"])[0]

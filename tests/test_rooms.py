@@ -31,6 +31,14 @@ def test_a_package_without_the_marker_is_named(tmp_path, monkeypatch):
         check_rooms(("nosuchroom",))
 
 
+def test_a_plain_folder_named_like_a_room_does_not_shadow_it(tmp_path):
+    (tmp_path / "ptbxl" / "records100").mkdir(parents=True)  # a data folder called ptbxl, no __init__.py
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-m", "fedecg", "data", "--help"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
 def test_the_cli_refuses_a_shadowed_room_in_one_line(tmp_path):
     (tmp_path / "client").mkdir()
     (tmp_path / "client" / "__init__.py").write_text('"""someone else\'s client"""\n')
