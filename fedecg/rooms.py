@@ -7,8 +7,8 @@ SuperLink ships to the SuperExec). Such generic names can collide with other dis
 environment. Rather than let a foreign ``client`` package fail deep inside a command, :func:`check_rooms`
 (run by the CLI before any command) finds each room's package and refuses, in one line, a package without
 fedecg's room marker (``__fedecg_room__`` in its ``__init__``); a plain folder of the same name without an
-``__init__.py`` (say, a data folder called ``ptbxl``) does not shadow a room and is let through. Install fedecg in its own virtual environment
-(``make install`` does) to avoid the collision altogether.
+``__init__.py`` (say, a data folder called ``ptbxl``) does not shadow a room and is let through. Install fedecg
+in its own virtual environment (``make install`` does) to avoid the collision altogether.
 """
 
 from __future__ import annotations
