@@ -31,8 +31,12 @@ from client.worker_channel import forward_to_worker
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
 from fedecg.wire import from_record, to_record
+from privacy.accounting import ledger_epsilon
 from privacy.ledger import LedgerStore, LifetimeLedger
+from privacy.policy import SIMULATED_NODE_CONFIG_ENV, SitePolicy, decide
 
+# A fresh flwr-clientapp process imports this module for every message (and with a resident worker only forwards
+# it), so site data, training, the device choice and fedecg.config (torch, pandas) are imported where used.
 if TYPE_CHECKING:  # imported where used: fedecg.config pulls pandas
     from fedecg.config import ScenarioConfig
 
@@ -45,11 +49,10 @@ app = ClientApp(mods=[forward_to_worker, egress_guard])
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    # local: keeps the flwr-clientapp import thin (no torch, pandas), tests/test_import_graph.py
     from client.data import load_site_data
     from client.training import train_local
     from fedecg.device import choose_device
-    from privacy.accounting import ledger_epsilon
-    from privacy.policy import SitePolicy, decide
 
     node_config = site_node_config(context)
     policy = SitePolicy.from_node_config(node_config)  # the site's own, never the server's
@@ -125,6 +128,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    # local: keeps the flwr-clientapp import thin (no torch, pandas), tests/test_import_graph.py
     from client.data import load_site_data
     from client.training import validate_local
     from fedecg.device import choose_device
@@ -150,7 +154,7 @@ def _evaluate_first(global_state: dict, site, cfg: ScenarioConfig, config: dict,
         return {}
     if site.val is None or len(site.val.ecg_ids) == 0:
         return {"val-examples": 0.0}  # what its evaluate reply would say: no validation records
-    from client.training import validate_local
+    from client.training import validate_local  # local: keeps the flwr-clientapp import thin (no torch)
 
     metrics = validate_local(global_state, site.val, cfg, site=site.name, device=device)
     metrics["val-examples"] = metrics.pop(P.NUM_EXAMPLES, float(len(site.val.ecg_ids)))
@@ -160,7 +164,7 @@ def _evaluate_first(global_state: dict, site, cfg: ScenarioConfig, config: dict,
 
 def read_run_config(msg: Message) -> tuple[ScenarioConfig, dict]:
     """The run configuration the server sent, validated (a malformed message gets a clear error)."""
-    from fedecg.config import ScenarioConfig
+    from fedecg.config import ScenarioConfig  # local: keeps the flwr-clientapp import thin (no pandas)
 
     if P.CONFIG not in msg.content.config_records:
         raise FedECGError(f"message from the server has no {P.CONFIG!r} ConfigRecord")
@@ -177,8 +181,6 @@ def site_node_config(context: Context) -> dict:
     """The node's own configuration. A simulated node in Flower's Simulation Engine only gets Flower's partition
     keys; the simulation harness hands it the rest (its site policy) through a file named by
     ``$FEDECG_SIMULATED_NODE_CONFIG`` (privacy.policy.write_simulated_node_configs), keyed by partition id."""
-    from privacy.policy import SIMULATED_NODE_CONFIG_ENV
-
     node_config = dict(context.node_config)
     path = os.environ.get(SIMULATED_NODE_CONFIG_ENV)
     if path and P.NODE_PARTITION_ID in node_config:
@@ -205,7 +207,7 @@ def _state_save(context: Context, ledger: LifetimeLedger) -> None:
 
 def _set_threads(cfg: ScenarioConfig) -> None:
     if cfg.train.threads > 0:
-        import torch
+        import torch  # local: keeps the flwr-clientapp import thin (no torch), tests/test_import_graph.py
 
         torch.set_num_threads(cfg.train.threads)
 

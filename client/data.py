@@ -20,11 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from fedecg import protocol as P
 from fedecg.errors import FedECGError, SiteRefusal
 from fedecg.rundir import RunLayout
 from ptbxl.constants import TRAIN_FOLDS, VAL_FOLDS
+from ptbxl.dataset import load_valid_arrays
+from ptbxl.layout import read_database
+from ptbxl.partition import Manifest
 
 DEFAULT_MIN_RECORDS = 1
 
@@ -50,8 +54,6 @@ class SiteData:
 def patient_ids(meta, ecg_ids) -> np.ndarray | None:
     """patient_id per ecg_id from ``ptbxl_database.csv`` (None without the column); a record without one counts
     as its own patient (negative ids, so it never joins a real patient)."""
-    import pandas as pd
-
     if "patient_id" not in meta.columns:
         return None
     ids = [int(e) for e in ecg_ids]
@@ -115,8 +117,6 @@ def _no_node_config() -> FedECGError:
 
 
 def _from_manifest(partition_id: int, config: dict) -> tuple[SiteData, list[dict], int]:
-    from ptbxl.partition import Manifest
-
     path = config.get(P.MANIFEST_PATH)
     if not path:
         raise FedECGError(f"simulation node {partition_id}: the server sent no {P.MANIFEST_PATH!r}")
@@ -129,15 +129,11 @@ def _from_manifest(partition_id: int, config: dict) -> tuple[SiteData, list[dict
     state_root = Path(str(config.get(P.SIM_STATE_ROOT) or RunLayout(Path(str(path)).parent).node_state_dir))
     cache = state_root.parent / ".cache"
     name = str(client.client_id)
-    from ptbxl.layout import read_database
-
     meta = read_database(root)
     return _site(name, root, client.train, client.val, meta, cache, state_root / name)
 
 
 def _site(name, root, train_ids, val_ids, meta, cache, state_dir) -> tuple[SiteData, list[dict], int]:
-    from ptbxl.dataset import load_valid_arrays
-
     train, skipped = load_valid_arrays(root, train_ids, cache_dir=cache, meta=meta)
     val = None
     if val_ids:
@@ -148,8 +144,6 @@ def _site(name, root, train_ids, val_ids, meta, cache, state_dir) -> tuple[SiteD
 
 
 def _from_folder(node_config: dict) -> tuple[SiteData, list[dict], int]:
-    from ptbxl.layout import read_database
-
     root = Path(str(node_config[P.NODE_DATA_DIR])).expanduser()
     if not root.is_dir():
         raise FedECGError(f"node config {P.NODE_DATA_DIR}={root}: folder not found")

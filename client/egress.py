@@ -18,12 +18,16 @@ data loader gain the allow-listed ``records-invalid`` count (records skipped as 
 
 from __future__ import annotations
 
+import datetime
+import errno
 import json
 import logging
 import re
+import traceback
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 
 from fedecg import protocol as P
 from fedecg.errors import FedECGError, SiteRefusal
@@ -38,7 +42,7 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")  # the ledger digest: exactly a sha256 hex
 def _expected_arrays(request: Message, sent) -> dict:
     """Name → (shape, dtype) of what a train reply may carry: the global model's parameters, or under a
     partial ``train.trainable`` exactly the trained ones / LoRA factors (sssd.peft.reply_reference)."""
-    from sssd.peft import parse_trainable, reply_reference
+    from sssd.peft import parse_trainable, reply_reference  # local: keeps the flwr-clientapp import thin (no torch)
 
     try:
         shapes = layout_of(sent)
@@ -126,9 +130,6 @@ def error_class(exc: BaseException) -> str:
     """The allow-listed class of an exception: resources for MemoryError / full disks, else from the deepest
     project frame of its traceback (``_AREAS``; ``read_run_config`` counts as config, ``check_outgoing`` as
     egress), else internal."""
-    import errno
-    import traceback
-
     if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.ENOMEM)):
         return "resources"
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
@@ -149,15 +150,10 @@ def error_class(exc: BaseException) -> str:
 
 
 def _error_reply(msg: Message, cls: str) -> Message:
-    from flwr.app import Error
-    from flwr.common.constant import ErrorCode
-
     return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=P.error_reason(cls)), reply_to=msg)
 
 
 def _refusal_reply(msg: Message, exc: SiteRefusal) -> Message:
-    from flwr.app import ConfigRecord, MetricRecord, RecordDict
-
     metrics = {P.NUM_EXAMPLES: 0.0, "refused": 1.0}
     metrics.update({k: float(v) for k, v in exc.metrics.items() if k in P.ALLOWED_METRICS})
     content = RecordDict({P.METRICS: MetricRecord(metrics),
@@ -169,9 +165,6 @@ def _refusal_reply(msg: Message, exc: SiteRefusal) -> Message:
 def _log_locally(context: Context, msg: Message, cls: str, details: str, exc: BaseException | None) -> None:
     """The details of an error or refusal, for the site's own eyes: the logger, and site-errors.log in the
     node's state folder (deployment: ``state-dir``, else ``<data-dir>/.fedecg``) when there is one."""
-    import datetime
-    import traceback
-
     kind = getattr(getattr(msg, "metadata", None), "message_type", "?")
     log.error("site %s while handling a %s message (the server only gets %r): %s", cls, kind,
               P.error_reason(cls) if cls in P.ERROR_MESSAGES else "a refusal", details, exc_info=exc)
@@ -193,7 +186,7 @@ def _log_locally(context: Context, msg: Message, cls: str, details: str, exc: Ba
 
 def _add_load_report(reply: Message, msg: Message, context: Context) -> None:
     """``records-invalid``: how many of the site's records its data loader skipped (client.data)."""
-    from client.data import invalid_record_count
+    from client.data import invalid_record_count  # local: keeps the flwr-clientapp import thin (no torch, pandas)
 
     metrics = reply.content.metric_records.get(P.METRICS)
     if metrics is None:

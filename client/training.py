@@ -16,6 +16,7 @@ by ``(seed, round, site)``, so a resumed run reproduces an uninterrupted one exa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -23,13 +24,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from fedecg.config import ScenarioConfig
+from fedecg.errors import FedECGError
 from fedecg.seeds import derive_seed
 from fedecg.specs import parse_trainable
+from ptbxl.dataset import ECGTorchDataset, PatientSampledDataset
+from sssd import losses, sampling  # looked up at call time (tests stub diffusion_loss and cpu_has_native_bf16)
 from sssd.checkpoint import build_model
+from sssd.diffusion import Schedule
 from sssd.dp import average_draws, repeat_draws
+from sssd.model import unwrap
 from sssd.peft import apply_trainable, count_trainable, reply_state
+
+# opacus (~1 s, ~800 modules) is imported where used: only DP-SGD rounds need it, non-private rounds and
+# validation (every evaluate message) do not.
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +58,11 @@ def train_precision(cfg: ScenarioConfig, device: torch.device, private: bool) ->
     if device.type == "cuda":
         return "fp16" if cfg.train.amp and not private and cfg.train.precision == "auto" else "fp32"
     if cfg.train.precision == "auto":
-        from sssd.sampling import cpu_has_native_bf16
-
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        return "bf16" if sampling.cpu_has_native_bf16() else "fp32"
     return cfg.train.precision
 
 
 def _autocast(precision: str, device: torch.device):
-    import contextlib
-
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
@@ -65,12 +71,10 @@ def _autocast(precision: str, device: torch.device):
 def _physical_batches(loader, optimizer, cfg: ScenarioConfig, private: bool):
     """The loader itself, or under DP with ``train.physical_batch_size`` Opacus' BatchMemoryManager, which
     yields physical batches and makes the optimizer skip its step until a logical batch is complete."""
-    import contextlib
-
     phys = cfg.train.physical_batch_size
     if not private or phys <= 0 or phys >= cfg.train.batch_size:
         return contextlib.nullcontext(loader)
-    from opacus.utils.batch_memory_manager import BatchMemoryManager
+    from opacus.utils.batch_memory_manager import BatchMemoryManager  # heavy: see the note at the imports
 
     return BatchMemoryManager(data_loader=loader, max_physical_batch_size=phys, optimizer=optimizer)
 
@@ -81,8 +85,6 @@ def initial_weights_for_test(cfg: ScenarioConfig) -> dict[str, np.ndarray]:
 
 
 def state_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    from sssd.model import unwrap
-
     return {k: v.detach().cpu().numpy().copy() for k, v in unwrap(model).state_dict().items()}
 
 
@@ -91,12 +93,6 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                 proximal_mu: float = 0.0, patient_ids: np.ndarray | None = None) -> LocalResult:
     """Train one round at a site. ``noise_multiplier`` given ⇔ DP-SGD (the caller chose sigma). With
     ``dp.unit: patient`` DP-SGD samples patients (``patient_ids`` per training record, required)."""
-    from torch.utils.data import DataLoader
-
-    from ptbxl.dataset import ECGTorchDataset
-    from sssd.diffusion import Schedule
-    from sssd.losses import diffusion_loss
-
     model_cfg = cfg.model.resolve()
     seed = derive_seed(cfg.seed, server_round, site)
     data_gen = torch.Generator().manual_seed(seed)
@@ -111,9 +107,6 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
     private = noise_multiplier is not None
     draws = cfg.dp.noise_multiplicity
     if private and cfg.dp.unit == "patient":
-        from fedecg.errors import FedECGError
-        from ptbxl.dataset import PatientSampledDataset
-
         if patient_ids is None:
             raise FedECGError(f"site {site}: dp.unit is patient but the site's ptbxl_database.csv has no "
                               "patient_id column (add it, or set dp.unit=record)")
@@ -124,7 +117,7 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
     batch = min(cfg.train.batch_size, n)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=data_gen, drop_last=False)
     if private:
-        from opacus import PrivacyEngine
+        from opacus import PrivacyEngine  # heavy: see the note at the imports
 
         noise_gen = torch.Generator(device=device).manual_seed(seed + 2)
         with warnings.catch_warnings():  # we seed the noise generator on purpose (reproducible runs)
@@ -157,14 +150,12 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
                 # per physical batch (Opacus keeps the clipped sum of a skipped step's batches itself)
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(precision, device):
-                    loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg.loss,
-                                                 generator=loss_gen)
+                    loss, parts = losses.diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg.loss,
+                                                        generator=loss_gen)
                     if anchor is not None:
                         prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
                         loss = loss + 0.5 * proximal_mu * prox
                 if not torch.isfinite(loss):
-                    from fedecg.errors import FedECGError
-
                     raise FedECGError(f"site {site}: training loss became {loss.item()} at round "
                                       f"{server_round}, step {steps + 1}; lower train.lr")
                 if scaler is not None:
@@ -206,9 +197,6 @@ def train_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig
 def validate_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioConfig, *, site: str,
                    device: torch.device) -> dict[str, float]:
     """Mean diffusion loss of the global model on the site's validation records (fixed noise and timesteps)."""
-    from sssd.diffusion import Schedule
-    from sssd.losses import diffusion_loss
-
     model_cfg = cfg.model.resolve()
     model = build_model(model_cfg, global_state, device).eval()
     schedule = Schedule.from_config(model_cfg, device=device)
@@ -221,7 +209,8 @@ def validate_local(global_state: dict[str, np.ndarray], arrays, cfg: ScenarioCon
         sl = slice(start, start + bs)
         x, labels, demo, demo_mask = (torch.tensor(np.asarray(a[sl]), device=device)
                                       for a in (arrays.x, arrays.labels, arrays.demo, arrays.demo_mask))
-        loss, parts = diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg.loss, generator=gen)
+        loss, parts = losses.diffusion_loss(model, schedule, x, labels, demo, demo_mask, model_cfg.loss,
+                                            generator=gen)
         k = x.shape[0]
         sums["loss"] += float(loss) * k
         sums["eps"] += parts["eps_mse"] * k

@@ -30,6 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+from fedecg import protocol as P
+
+# Flower (~0.4 s: grpc, protobuf) is imported where a Message is built or (de)serialized: deploy.worker imports this
+# module, and its supervise, health and register processes (and deploy.local's health checks) need no Flower.
+
 WORKER_SOCKET_KEY = "worker-socket"  # node-config key naming the worker's socket
 PROTOCOL = 1
 OPS = ("train", "evaluate")
@@ -107,10 +112,8 @@ def register(path: Path | str, run_id: int, timeout: float = 10.0) -> dict:
 
 
 def _error_reply(msg, reason_class: str = "internal"):  # noqa: ANN001, ANN202 - flwr Message
-    from flwr.app import Error, Message
+    from flwr.app import Error, Message  # local: see the note at the imports
     from flwr.common.constant import ErrorCode
-
-    from fedecg import protocol as P
 
     return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=P.error_reason(reason_class)),
                    reply_to=msg)
@@ -119,6 +122,7 @@ def _error_reply(msg, reason_class: str = "internal"):  # noqa: ANN001, ANN202 -
 def forward(msg, context, socket_path: str, timeout: float = 3600.0):  # noqa: ANN001, ANN201 - flwr types
     """Send ``msg`` + ``context`` to the worker; return its reply and update ``context.state`` in place.
     Raises WorkerError when the worker cannot be reached or refuses."""
+    from flwr.app import Message  # local: see the note at the imports
     from flwr.common.serde import context_from_proto, context_to_proto, message_from_proto, message_to_proto
     from flwr.proto.message_pb2 import Context as ProtoContext
     from flwr.proto.message_pb2 import Message as ProtoMessage
@@ -131,8 +135,6 @@ def forward(msg, context, socket_path: str, timeout: float = 3600.0):  # noqa: A
         raise WorkerError(str(answer.get("error", "the worker refused the request")))
     if len(frames) != 3:
         raise WorkerError("the worker's answer has no reply")
-    from flwr.app import Message
-
     remote = message_from_proto(ProtoMessage.FromString(frames[1]))
     context.state = context_from_proto(ProtoContext.FromString(frames[2])).state
     # the reply is rebuilt here around the worker's content, so its metadata (ids, task ids, ttl) is exactly what

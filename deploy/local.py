@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +30,8 @@ from pathlib import Path
 from deploy.processes import ProcessGroup, free_port, port_open
 from deploy.provision import CONNECTION_NAME, Consortium, flwr_config_toml
 from deploy.runstatus import describe_status_file, read_status_file
+from deploy.supernode import FLOWER_IDLE_S, IDLE_ENV
+from deploy.worker import WORKER_SOCKET_KEY, WorkerError, health
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_json, atomic_write_text
 
@@ -263,8 +266,6 @@ class LocalDeployment:
         bundle = self.consortium.sites[site]
         node_config = self.node_config(site)
         if self.workers:
-            from deploy.worker import WORKER_SOCKET_KEY
-
             if f"worker-{site}" not in self.procs.names() or not self.procs[f"worker-{site}"].alive():
                 self.start_worker(site)
             node_config += f" {WORKER_SOCKET_KEY}='{self.worker_socket(site)}'"
@@ -310,8 +311,6 @@ class LocalDeployment:
     def start_worker(self, site: str, timeout: float | None = None) -> dict:
         """Start the supervised resident worker of ``site`` (deploy.worker) and wait until it answers its
         health check warm; returns the health answer."""
-        from deploy.worker import WorkerError, health
-
         sock = self.worker_socket(site)
         sock.parent.parent.mkdir(parents=True, exist_ok=True)
         sock.parent.mkdir(mode=0o700, exist_ok=True)
@@ -332,15 +331,11 @@ class LocalDeployment:
         return answer
 
     def worker_health(self, site: str) -> dict:
-        from deploy.worker import health
-
         return health(self.worker_socket(site))
 
     def kill_worker(self, site: str) -> int:
         """SIGKILL the serving worker process of ``site`` (a crash); its supervisor starts a new one. Returns
         the killed PID."""
-        import signal
-
         pid = int(self.worker_health(site)["pid"])
         os.kill(pid, signal.SIGKILL)
         return pid
@@ -348,8 +343,6 @@ class LocalDeployment:
     def supernode_command(self) -> list[str]:
         """``flower-supernode``, or ``python -m deploy.supernode`` (the same SuperNode with a shorter idle
         back-off, set by ``$FEDECG_SUPERNODE_IDLE_POLL_S``) when the idle poll differs from Flower's 3 s."""
-        from deploy.supernode import FLOWER_IDLE_S, IDLE_ENV
-
         idle = float(self.polls["supernode_idle_poll_s"])
         if idle == FLOWER_IDLE_S:
             return [str(self.bin_dir / "flower-supernode")]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import ipaddress
@@ -146,8 +147,6 @@ def make_site_keypair(comment: str) -> SshKeyPair:
 
 def ssh_fingerprint(public_openssh: bytes) -> str:
     """``SHA256:...`` fingerprint of an OpenSSH public key line, as ``ssh-keygen -lf`` prints it."""
-    import base64
-
     parts = public_openssh.split()
     if len(parts) < 2:
         raise FedECGError("not an OpenSSH public key line")

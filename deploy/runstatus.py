@@ -94,6 +94,7 @@ def run_dir_from_flwr_options(options: list[str]) -> Path | None:
         i += 1
     if not values:
         return None
+    # local: Flower (~0.5 s, grpc) only to read flwr run options; `run-id` and `check --run-dir` start without it
     from flwr.common.config import parse_config_args
 
     try:

@@ -20,8 +20,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from fedecg.errors import FedECGError
 from fedecg.io import atomic_write_text
+from ptbxl.constants import DATABASE_CSV, STATEMENTS_CSV
+from ptbxl.layout import read_database
+from ptbxl.partition import partition_dataset
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +64,6 @@ def _record_files(root: Path, stem: str) -> list[Path]:
 def split_sites(dataset: Path, out: Path, *, by: str = "site", include_hr: bool = False, link: bool = True,
                 min_records: int = 1, overwrite: bool = False, **partition_options: object) -> list[SiteFolder]:
     """Partition ``dataset`` (a PTB-XL folder) and write one PTB-XL-layout folder per client under ``out``."""
-    import pandas as pd
-
-    from ptbxl.constants import DATABASE_CSV, STATEMENTS_CSV
-    from ptbxl.layout import read_database
-    from ptbxl.partition import partition_dataset
-
     dataset = Path(dataset).resolve()
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not overwrite:

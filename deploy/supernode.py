@@ -32,6 +32,9 @@ MIN_IDLE_S, MAX_IDLE_S = 0.1, 60.0
 
 log = logging.getLogger(__name__)
 
+# Flower's SuperNode internals are imported where used (patch_idle_poll, main): only this launcher needs them,
+# and deploy.local imports this module for IDLE_ENV and FLOWER_IDLE_S without loading Flower.
+
 
 class _IdleClock:
     """Stands in for the ``time`` module inside Flower's SuperNode loop: ``sleep(3)`` (the idle back-off)
@@ -65,7 +68,7 @@ def idle_poll_from_env(environ: dict | None = None) -> float:
 def patch_idle_poll(idle_s: float) -> bool:
     """Make Flower's SuperNode sleep ``idle_s`` instead of 3 s after an empty pull. False (and Flower left as
     it is) when the installed Flower's loop does not look like the one this was written for."""
-    from flwr.supernode import start_client_internal as sci
+    from flwr.supernode import start_client_internal as sci  # local: see the note at the imports
 
     try:
         source = inspect.getsource(sci.start_client_internal)
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     idle_s = idle_poll_from_env()
     if idle_s != FLOWER_IDLE_S:
         patch_idle_poll(idle_s)
-    from flwr.supernode.cli.flower_supernode import flower_supernode
+    from flwr.supernode.cli.flower_supernode import flower_supernode  # local: see the note at the imports
 
     sys.argv = ["flower-supernode", *(sys.argv[1:] if argv is None else argv)]
     flower_supernode()

@@ -60,6 +60,10 @@ from client.worker_channel import (  # noqa: F401 - re-exported: the worker's si
 )
 from deploy.processes import pid_alive
 
+# This module starts light (standard library and the channel, no Flower, no torch): ``supervise``, ``health`` and
+# ``register`` run as processes of their own and need neither, and ``serve`` binds its socket before the warm-up
+# imports torch and the fedecg ClientApp. So Flower and torch are imported where used.
+
 log = logging.getLogger("fedecg.worker")
 
 # ---- node config ---------------------------------------------------------------------------------------------
@@ -67,7 +71,7 @@ log = logging.getLogger("fedecg.worker")
 
 def parse_node_config(text: str) -> dict:
     """A ``--node-config`` string ("k='v' k2=3"), parsed by Flower's own parser (as the SuperNode does)."""
-    from flwr.common.config import parse_config_args
+    from flwr.common.config import parse_config_args  # local: see the note at the imports (only serve parses)
 
     return dict(parse_config_args([text])) if text.strip() else {}
 
@@ -104,7 +108,7 @@ class SiteWorker:
         """Import what every request needs (Flower, torch, the fedecg ClientApp) and keep the site's loaded
         records in memory across requests (client.data's folder loader, memoised on the data table's mtime)."""
         t0 = time.perf_counter()
-        import torch  # noqa: F401
+        import torch  # noqa: F401 - local: the warm-up itself (see the note at the imports)
 
         import client.app
         import client.data
@@ -214,6 +218,7 @@ class SiteWorker:
             return [json.dumps({"ok": True, "registered": sorted(self.registered)}).encode()]
         if op not in OPS:
             return self._refuse(f"operation {op!r} is not served (only {', '.join(OPS)})")
+        # local: see the note at the imports (loaded by the warm-up by now)
         from flwr.common.serde import context_from_proto, context_to_proto, message_from_proto, message_to_proto
         from flwr.proto.message_pb2 import Context as ProtoContext
         from flwr.proto.message_pb2 import Message as ProtoMessage
@@ -321,7 +326,7 @@ def _setup_logging(log_file: str | None) -> None:
 def serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log)
     if args.threads > 0:
-        import torch
+        import torch  # local: see the note at the imports
 
         torch.set_num_threads(args.threads)
     worker = SiteWorker(Path(args.socket), parse_node_config(args.node_config), runs=args.runs,
