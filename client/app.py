@@ -4,7 +4,8 @@ train:    global weights + run config → the site's policy decides → local SS
           aggregate metrics
 evaluate: global weights → validation loss on the site's own validation records
 
-The site's privacy is its own. Its policy (privacy.policy) comes from its node config, never from the server:
+The site's privacy is its own (the bookkeeping is privacy.spend; this module only calls it). Its policy
+(privacy.policy) comes from its node config, never from the server:
 a request the policy forbids (DP off when required, σ below the site's minimum, another privacy unit or a
 larger δ, too many steps, a batch outside the allowed range, a round that would take the run's or the site's
 lifetime ε past its cap) is refused (status ``refused``, the reason in the reply's message and the site's log).
@@ -31,9 +32,9 @@ from client.worker_channel import forward_to_worker
 from fedecg import protocol as P
 from fedecg.errors import FedECGError
 from fedecg.wire import from_record, to_record
-from privacy.accounting import ledger_epsilon
 from privacy.ledger import LedgerStore, LifetimeLedger
-from privacy.policy import SIMULATED_NODE_CONFIG_ENV, SitePolicy, decide
+from privacy.policy import SIMULATED_NODE_CONFIG_ENV, SitePolicy
+from privacy.spend import confirm_after_training, pay_before_training, refusal_metrics, spend_metrics
 
 # A fresh flwr-clientapp process imports this module for every message (and with a resident worker only forwards
 # it), so site data, training, the device choice and fedecg.config (torch, pandas) are imported where used.
@@ -68,31 +69,13 @@ def train(msg: Message, context: Context) -> Message:
     val_metrics = _evaluate_first(global_state, site, cfg, config, device)
 
     store = LedgerStore(site.state_dir, site.name)
-    recorded = None
-    with store.open(_state_copy(context)) as ledger:  # locked; written durably (fsync) on leaving the block
-        decision = decide(policy, cfg, n_units, ledger, run_name)
-        if decision.refused:
-            ledger.refuse(run_name, server_round, decision.refusal)
-        elif decision.private:
-            ledger.open_run(run_name, policy.unit, n_units, decision.delta, cfg.dp.accountant)
-            # pessimistic: the planned steps are paid before training starts, whatever happens next
-            entry = ledger.record(run_name, server_round, decision.noise_multiplier, decision.sample_rate,
-                                  decision.steps, cfg.dp.max_grad_norm)
-            recorded = (entry.round, entry.recorded)
-            if entry.repeat:
-                log.warning("site %s: round %d of run %s is trained (and paid) again, time %d (a server resume "
-                            "or a lost reply)", site.name, server_round, run_name, entry.repeat + 1)
-        else:
-            ledger.open_run(run_name, policy.unit, n_units, policy.delta, cfg.dp.accountant)
-            ledger.mark_non_private(run_name, server_round)
+    paid = pay_before_training(store, _state_copy(context), policy, cfg, n_units, run_name, server_round, site.name)
+    decision, ledger = paid.decision, paid.ledger
     _state_save(context, ledger)
     if decision.refused:
         log.warning("site %s refuses round %d of run %s: %s", site.name, server_round, run_name, decision.refusal)
-        metrics = {P.NUM_EXAMPLES: 0.0, "refused": 1.0, "dp-enabled": 1.0 if cfg.dp.enabled else 0.0}
+        metrics = {**refusal_metrics(ledger, run_name, policy, cfg.dp.enabled), **val_metrics}
         run = ledger.run(run_name)
-        metrics.update({"epsilon": ledger_epsilon(run) if run is not None else 0.0,
-                        "delta": run.delta if run is not None else policy.delta})
-        metrics.update(val_metrics)
         return _reply(msg, site.name, P.STATUS_REFUSED, decision.refusal, None, metrics,
                       digest=run.digest() if run is not None and run.history else None)
     if decision.private:
@@ -109,20 +92,11 @@ def train(msg: Message, context: Context) -> Message:
     metrics["dp-enabled"] = 1.0 if decision.private else 0.0
     digest = None
     if decision.private:
-        with store.open(_state_copy(context)) as ledger:
-            entry = ledger.mark_trained(run_name, *recorded, actual=result.dp_entry)
-            if entry is None:
-                raise FedECGError(f"site {site.name}: the spend of round {server_round} vanished from {store.path} "
-                                  "during training; not sending an update whose privacy cost is not recorded")
+        ledger, entry = confirm_after_training(store, _state_copy(context), run_name, paid, result.dp_entry,
+                                               site.name, server_round)
         _state_save(context, ledger)
-        run = ledger.run(run_name)
-        digest = run.digest()
-        metrics.update({"epsilon": ledger_epsilon(run), "delta": run.delta, "dp-steps": float(run.steps),
-                        "dp-sample-rate": entry.sample_rate, "dp-noise-multiplier": entry.noise_multiplier,
-                        "dp-max-grad-norm": entry.max_grad_norm, "dp-rounds": float(len(run.history)),
-                        "dp-units": float(run.n_records), "dp-patient-level": 1.0 if run.unit == "patient" else 0.0,
-                        "dp-run-min-noise-multiplier": min(float(e.noise_multiplier) for e in run.history),
-                        "dp-run-max-sample-rate": max(float(e.sample_rate) for e in run.history)})
+        digest = ledger.run(run_name).digest()
+        metrics.update(spend_metrics(ledger, run_name, entry))
     return _reply(msg, site.name, P.STATUS_OK, "", result.state, metrics, digest=digest)
 
 

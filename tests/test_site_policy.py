@@ -304,3 +304,38 @@ def test_site_bundle_start_script_passes_the_policy_in_node_config(tmp_path, dem
     bad = subprocess.run([script, str(demo_ptbxl)], capture_output=True, text=True, timeout=300,
                          env={**env, "PRIVACY_UNIT": "visit"})
     assert bad.returncode == 2 and "invalid privacy policy" in bad.stderr and "--node-config" not in bad.stdout
+
+
+# ---- privacy.spend: the ClientApp's privacy step, on its own ------------------------------------------------
+
+
+def test_spend_is_on_disk_before_training_and_a_vanished_spend_stops_the_reply(tmp_path):
+    from privacy.ledger import LedgerStore
+    from privacy.spend import confirm_after_training, pay_before_training, refusal_metrics, spend_metrics
+
+    cfg = _cfg(**{"dp.noise_multiplier": 1.0})
+    policy = SitePolicy.from_node_config(STRICT)
+    store = LedgerStore(tmp_path, "a")
+    paid = pay_before_training(store, None, policy, cfg, 200, "run-1", 1, "a")
+    assert paid.decision.private and paid.recorded is not None
+    on_disk = LedgerStore(tmp_path, "a")  # a fresh reader sees the recorded spend before any training
+    with on_disk.open() as ledger:
+        assert [(e.round, e.state) for e in ledger.run("run-1").history] == [(1, "recorded")]
+    ledger, entry = confirm_after_training(store, None, "run-1", paid, None, "a", 1)
+    assert entry.state == "trained"
+    m = spend_metrics(ledger, "run-1", entry)
+    assert m["epsilon"] == pytest.approx(ledger_epsilon(ledger.run("run-1")), rel=1e-12) and m["epsilon"] > 0
+    assert m["dp-noise-multiplier"] == paid.decision.noise_multiplier and m["dp-patient-level"] == 1.0
+
+    paid2 = pay_before_training(store, None, policy, cfg, 200, "run-1", 2, "a")
+    store.path.unlink()  # the ledger file disappears while the round trains
+    with pytest.raises(FedECGError, match="vanished"):
+        confirm_after_training(store, None, "run-1", paid2, None, "a", 2)
+
+    refused = pay_before_training(LedgerStore(tmp_path / "b", "b"), None, policy,
+                                  _cfg(**{"dp.noise_multiplier": 0.3}), 200, "run-1", 1, "b")
+    assert refused.decision.refused and refused.recorded is None
+    r = refusal_metrics(refused.ledger, "run-1", policy, True)
+    assert r["num-examples"] == 0.0 and r["refused"] == 1.0 and r["epsilon"] == 0.0
+    with pytest.raises(FedECGError, match="recorded no spend"):
+        confirm_after_training(store, None, "run-1", refused, None, "b", 1)
