@@ -13,7 +13,7 @@ import yaml
 from fedecg.rundir import RunLayout
 from server.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # the names runs have always been written under: changing one strands every earlier run directory
 ON_DISK = {

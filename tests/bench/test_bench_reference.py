@@ -25,7 +25,7 @@ from bench.bench_reference import (
     train_script_notes,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "bench_reference.py"
 
 # the shape of the reference's config_SSSD_ECG.json, trailing commas included (as it ships)

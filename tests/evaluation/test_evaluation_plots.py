@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from _evaluation_ecgs import toy_ecgs
+from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.plots import paper_size_mm, plot_ecg, plot_ecg_grid
 from fedecg.errors import FedECGError

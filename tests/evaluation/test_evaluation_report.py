@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from _evaluation_ecgs import toy_ecgs
+from tests._evaluation_ecgs import toy_ecgs
 from typer.testing import CliRunner
 
 from evaluation.classifier import ClassifierConfig

@@ -53,7 +53,7 @@ def test_profile_table_lists_ops_by_self_cpu_time():
 
 
 def test_bootstrap_statistics_equal_realism_metrics_and_intervals_bracket_them():
-    from _evaluation_ecgs import toy_ecgs
+    from tests._evaluation_ecgs import toy_ecgs
 
     from bench.bench_sampler_steps import aggregate, bootstrap, bootstrap_indices, ci95, ecg_features
     from evaluation.realism import realism_metrics

@@ -32,7 +32,7 @@ from server.prepare import PreparedRun, prepare_run
 from simulations.inprocess import InProcessGrid
 from simulations.runner import simulated_node_configs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE = {
     "name": "rec",
     "rounds": 2,

@@ -12,7 +12,7 @@ import yaml
 
 from deploy.provision import ConsortiumSpec, provision_consortium
 
-DOCKER = Path(__file__).resolve().parent.parent / "deploy" / "docker"
+DOCKER = Path(__file__).resolve().parents[2] / "deploy" / "docker"
 REPO = DOCKER.parent.parent
 
 

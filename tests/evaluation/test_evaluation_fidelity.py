@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from _evaluation_ecgs import toy_ecgs
+from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation import fidelity
 from fedecg.errors import FedECGError

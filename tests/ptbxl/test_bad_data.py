@@ -27,7 +27,7 @@ from fedecg import protocol as P
 from fedecg.errors import FedECGError
 from ptbxl.constants import TRAIN_FOLDS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PHI = "Jane Doe, born 1961-02-03, MRN 0042317, diagnosis: acute anterior MI"
 
 

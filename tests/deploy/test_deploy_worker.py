@@ -191,7 +191,7 @@ def test_supervisor_restarts_a_killed_worker_and_stops_cleanly(tmp_path):
     log_file = tmp_path / "worker.log"
     sup = subprocess.Popen([sys.executable, "-m", "deploy.worker", "supervise", "--socket", str(sock),
                             "--node-config", f"data-dir='{data}' site-name='s'", "--log", str(log_file)],
-                           cwd=Path(__file__).parent.parent)
+                           cwd=Path(__file__).resolve().parents[2])
     try:
         first = _wait_health(sock)
         os.kill(first["pid"], 9)  # a crash
@@ -214,7 +214,7 @@ def test_supervisor_stops_when_its_parent_is_gone_even_as_a_zombie(tmp_path):
     try:
         sup = subprocess.run([sys.executable, "-m", "deploy.worker", "supervise", "--socket", str(tmp_path / "w.sock"),
                               "--node-config", f"data-dir='{tmp_path}' site-name='s'", "--log", str(log_file),
-                              "--parent-pid", str(parent.pid)], cwd=Path(__file__).parent.parent, timeout=120)
+                              "--parent-pid", str(parent.pid)], cwd=Path(__file__).resolve().parents[2], timeout=120)
     finally:
         parent.wait()
     assert sup.returncode == 0

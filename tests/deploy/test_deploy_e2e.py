@@ -20,7 +20,7 @@ from deploy.sites import split_sites
 
 pytestmark = [pytest.mark.deploy, pytest.mark.real_data]
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 SITES = ("site-0", "site-1", "site-3")  # site-2 (17 records) is left out: a 3-site consortium
 
 

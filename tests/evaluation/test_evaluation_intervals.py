@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from _evaluation_ecgs import toy_ecgs
+from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.intervals import MEASURES, compare_distributions, ecg_measures
 

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from _evaluation_ecgs import toy_ecgs
+from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.realism import (
     CRITERIA,

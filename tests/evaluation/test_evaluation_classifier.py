@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from _evaluation_ecgs import toy_ecgs
+from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.classifier import (
     ClassifierConfig,

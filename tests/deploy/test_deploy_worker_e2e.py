@@ -18,11 +18,11 @@ from deploy.local import LocalDeployment
 from deploy.processes import pid_alive
 from deploy.provision import ConsortiumSpec, provision_consortium
 from deploy.sites import split_sites
-from tests.test_deploy_e2e import SITES, write_scenario
+from tests.deploy.test_deploy_e2e import SITES, write_scenario
 
 pytestmark = [pytest.mark.deploy, pytest.mark.real_data]
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

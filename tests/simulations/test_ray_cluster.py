@@ -22,7 +22,7 @@ from deploy.processes import ProcessGroup, free_port, port_open
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SITES = ROOT / "tests" / "data" / "tiny-sites.yaml"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-SCENARIO = Path(__file__).parent / "data" / "tiny-sites.yaml"
+SCENARIO = Path(__file__).resolve().parents[1] / "data" / "tiny-sites.yaml"
 ROUNDS, LOCAL_STEPS, BATCH, TARGET = 2, 2, 8, 4.0
 
 

@@ -13,7 +13,7 @@ import pytest
 from fedecg.errors import FedECGError
 from fedecg.rooms import ROOMS, check_rooms
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_room_of_this_checkout_carries_the_marker():
