@@ -1,5 +1,8 @@
-"""Shared fixtures. Real PTB-XL data comes only through $PTBXL_DIR (set by .ci/run); tests that need it skip
-with a clear reason when it is absent, so the default run passes on a fresh clone."""
+"""The one shared conftest of the per-room test folders (tests/<room>/). Real PTB-XL data comes only through
+$PTBXL_DIR (set by .ci/run); tests that need it skip with a clear reason when it is absent, so the default run
+passes on a fresh clone. The tiny WFDB folder is ``demo_ptbxl``; the tiny model is ``sssd.config.model_preset
+("tiny")`` built by ``sssd.checkpoint.build_model``; torch runs one thread in the test process (``_one_torch_thread``),
+so that timings and results do not depend on the machine's core count (subprocesses set their own)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,16 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
