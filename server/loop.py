@@ -33,20 +33,18 @@ from fedecg.config import ScenarioConfig
 from fedecg.errors import FedECGError
 from fedecg.io import append_jsonl
 from fedecg.wire import to_record
-from privacy.ledger import DIGEST_RE, LedgerEntry, PrivacyLedger, SiteLedger, ledger_from_dict, save_ledger
+from privacy.ledger import PrivacyLedger, SiteLedger, ledger_from_dict, save_ledger
 from ptbxl import demographics
 from ptbxl.labels import LabelVocab
+from server.admit import VAL_KEYS, admit_replies, update_ledger
 from server.ema import update_ema
 from server.robust import aggregation_replies, parse_robust
 from server.rundir import RunDir, check_resume_config
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.validation import (
     ExampleCounts,
-    Verdict,
     attribute_replies,
-    check_reply,
     reported_metrics,
-    screen_round,
     site_of,
     site_problems,
 )
@@ -169,17 +167,8 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
                          _fmt(evaluation["evaluation"]["server"]["val-loss"]))
                 if board is not None:
                     _to_tensorboard(board, {"round": rnd - 1, **evaluation["evaluation"]})
-            verdicts = [check_reply(m, weights, cfg.strategy.max_update_norm, s, counts=counts,
-                                    trainable=cfg.train.trainable) for m, s in zip(replies, sites)]
-            screen_round(verdicts, problems, cfg.strategy.relative_norm_factor)
-            accepted = sorted(((s, m, v) for s, m, v in zip(sites, replies, verdicts) if v.accepted),
-                              key=lambda smv: smv[0])
-            for v in verdicts:
-                if v.accepted:
-                    counts.admit(v.site, v.num_examples)
-            for v in verdicts:
-                if not v.accepted:
-                    log.warning("round %d: rejected reply from %s: %s", rnd, v.site, v.reason)
+            admitted = admit_replies(replies, sites, problems, weights, cfg, counts, rnd)
+            accepted, verdicts = admitted.accepted, admitted.verdicts
             if len(accepted) >= cfg.strategy.min_replies:
                 agg, _ = strategy.aggregate_train(rnd, aggregation_replies(rule, accepted, weights))
                 if agg is not None:
@@ -190,9 +179,9 @@ def run_federation(grid, settings: ServerSettings) -> dict[str, np.ndarray]:
                           rnd, len(accepted), cfg.strategy.min_replies)
             if ema is not None:  # every round, after aggregation (an unchanged model pulls the EMA towards it)
                 ema = update_ema(ema, weights, cfg.strategy.ema_decay, rnd)
-            site_metrics = _site_train_metrics(replies, verdicts)
-            ledger = _update_ledger(ledger, rnd, site_metrics, n_expected or len(site_metrics),
-                                    cfg.strategy.client_dp_noise)
+            site_metrics = admitted.site_metrics
+            ledger = update_ledger(ledger, rnd, site_metrics, n_expected or len(site_metrics),
+                                   cfg.strategy.client_dp_noise)
 
             arrays = ArrayRecord(array_dict={k: Array(v) for k, v in weights.items()})
             eval_msgs = _packed(strategy.configure_evaluate(rnd, arrays, ConfigRecord(dict(base_config)), grid),
@@ -331,37 +320,7 @@ def _resumed_ledger(cfg: ScenarioConfig, ckpt: dict, rd: RunDir) -> PrivacyLedge
     return ledger if ledger.accountant is not None else dataclasses.replace(ledger, accountant=cfg.dp.accountant)
 
 
-def _site_train_metrics(replies, verdicts: list[Verdict]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for msg, v in zip(replies, verdicts):
-        entry: dict = {"status": "accepted" if v.accepted else "rejected"}
-        if not v.accepted:
-            entry["reason"] = v.reason
-        if v.note:
-            entry["note"] = v.note
-        if np.isfinite(v.update_norm):
-            entry["update_norm"] = v.update_norm
-        entry.update({k: v for k, v in reported_metrics(msg).items()  # allow-listed finite scalars only;
-                      if k not in _VAL_KEYS})  # a with-train reply's val-* describe the previous round's model
-        digest = _reported_digest(msg)
-        if digest is not None:
-            entry[P.LEDGER_DIGEST] = digest
-        out[v.site] = entry
-    return dict(sorted(out.items()))
 
-
-def _reported_digest(msg) -> str | None:
-    """The site's ledger digest (site-info ``ledger-digest``) when it is exactly a sha256 hex string, else None."""
-    try:
-        if msg.has_error():
-            return None
-        digest = msg.content.config_records.get(P.SITE_INFO, {}).get(P.LEDGER_DIGEST)
-        return digest if isinstance(digest, str) and DIGEST_RE.fullmatch(digest) else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-_VAL_KEYS = ("val-loss", "val-eps-loss", "val-mel-loss", "val-examples")
 
 
 def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names: dict[int, str]) -> None:
@@ -371,7 +330,7 @@ def _merge_eval_metrics(site_metrics: dict[str, dict], eval_replies, node_names:
             continue
         site = site_of(msg, node_names)
         dest = site_metrics.setdefault(site, {"status": "evaluated-only"})
-        for k in _VAL_KEYS[:3]:
+        for k in VAL_KEYS[:3]:
             if k in metrics:
                 dest[k] = float(metrics[k])
         if P.NUM_EXAMPLES in metrics:
@@ -385,51 +344,12 @@ def _evaluation_line(of_round: int, replies, sites: list[str]) -> dict:
     per_site: dict[str, dict] = {}
     for msg, site in zip(replies, sites):
         metrics = reported_metrics(msg)  # {} for error or malformed replies
-        vals = {k: float(metrics[k]) for k in _VAL_KEYS if k in metrics}
+        vals = {k: float(metrics[k]) for k in VAL_KEYS if k in metrics}
         if vals:
             per_site[site] = vals
     scored = {s: {**m, "status": "evaluated-only"} for s, m in per_site.items()}
     return {"round": of_round, "evaluation": {"sites": dict(sorted(per_site.items())),
                                               "server": {"val-loss": _weighted(scored, "val-loss", "val-examples")}}}
-
-
-def _update_ledger(ledger: PrivacyLedger, rnd: int, site_metrics: dict[str, dict], n_sites: int = 0,
-                   client_dp_noise: float = 0.0) -> PrivacyLedger:
-    """The ledger with what each DP site reported this round (rejected replies too: the site trained, the privacy
-    cost is real): this round's (σ, q, steps) plus the site's own cumulative ε, steps and ledger digest for the
-    run. Steps the site paid that never reached this ledger (a lost reply, a round re-run after a resume: its
-    dp-steps exceed what the history holds) become a ``gap`` entry at the run's smallest σ and largest q, so ε is
-    never lower than the site's own (privacy.accounting.reconcile checks it all)."""
-    sites = dict(ledger.sites)
-    for site, m in site_metrics.items():
-        if m.get("dp-enabled") != 1.0 or "dp-noise-multiplier" not in m:
-            continue
-        if site not in sites:
-            sites[site] = SiteLedger(site=site, delta=m.get("delta"), history=(),
-                                     n_records=int(m.get("dp-units", m.get(P.NUM_EXAMPLES, 0))),
-                                     max_grad_norm=m.get("dp-max-grad-norm"), accountant=ledger.accountant or "rdp",
-                                     unit="patient" if m.get("dp-patient-level") == 1.0 else "record")
-        steps, reported = int(m.get("steps", 0)), m.get("dp-steps")
-        missing = 0 if reported is None else int(reported) - steps - sites[site].steps
-        new = []
-        if missing > 0:
-            log.warning("round %d: site %s paid %d DP-SGD steps in this run that never reached the server (a lost "
-                        "reply or a round re-run after a resume); accounted at the run's smallest sigma and "
-                        "largest q", rnd, site, missing)
-            new.append(LedgerEntry(round=rnd, noise_multiplier=m.get("dp-run-min-noise-multiplier",
-                                                                     m["dp-noise-multiplier"]),
-                                   sample_rate=m.get("dp-run-max-sample-rate", m["dp-sample-rate"]), steps=missing,
-                                   gap=True))
-        new.append(LedgerEntry(round=rnd, noise_multiplier=m["dp-noise-multiplier"], sample_rate=m["dp-sample-rate"],
-                               steps=steps, epsilon=m.get("epsilon"), digest=m.get(P.LEDGER_DIGEST),
-                               reported_steps=None if reported is None else int(reported)))
-        sites[site] = sites[site].extended(new)
-    cl = ledger.client_level
-    if cl is not None and n_sites > 0:  # one Gaussian mechanism per round over the federation's sites
-        cl = dataclasses.replace(cl, n_records=n_sites, delta=1.0 / n_sites).extended(
-            [LedgerEntry(round=rnd, noise_multiplier=client_dp_noise,
-                         sample_rate=min(1.0, len(site_metrics) / n_sites), steps=1)])
-    return dataclasses.replace(ledger, sites=sites, client_level=cl)
 
 
 def _weighted(site_metrics: dict[str, dict], key: str, weight: str) -> float | None:
