@@ -316,8 +316,10 @@ class RunBudget:
     @property
     def release_level(self) -> str:
         """The privacy unit the released model's ε holds for: ``patient`` only if every site accounted per
-        patient, else ``record`` (the weaker unit)."""
+        patient, else ``record`` (the weaker unit); ``none`` when no site trained with DP-SGD (no guarantee)."""
         levels = {b.level for b in self.sites.values()}
+        if not levels:
+            return "none"
         return "patient" if levels == {"patient"} else "record"
 
     def to_dict(self) -> dict:
@@ -339,7 +341,8 @@ def run_budget(
 ) -> RunBudget:
     """Account every site of ``ledger`` (record level) and, separately, its client-level mechanism."""
     sites = {k: site_budget(v, accountants, primary) for k, v in sorted(ledger.sites.items(), key=_site_key)}
-    rel_eps = max((b.epsilon for b in sites.values()), default=0.0)
+    # no DP site at all (DP off, or a deployment whose ledger is empty): no guarantee, never "ε = 0"
+    rel_eps = max((b.epsilon for b in sites.values()), default=math.inf)
     rel_delta = max((b.delta for b in sites.values()), default=0.0)
     cl = None if ledger.client_level is None else site_budget(ledger.client_level, accountants, primary, level="client")
     return RunBudget(sites=sites, release_epsilon=rel_eps, release_delta=rel_delta, client_level=cl)

@@ -1,5 +1,6 @@
 """privacy.accounting: Opacus RDP/PRV ε agree with Google's dp-accounting; budgets, rounds, planning."""
 
+import dataclasses
 import math
 
 import pytest
@@ -102,3 +103,11 @@ def test_planned_noise_reaches_target_epsilon():
 def test_plan_rejects_impossible_inputs():
     with pytest.raises(FedECGError):
         plan_noise_multiplier(0.0, 1e-5, 0.05, 100)
+
+
+def test_a_run_without_any_dp_site_releases_no_guarantee_not_epsilon_zero():
+    empty = dataclasses.replace(_ledger(), sites={}, client_level=None)
+    budget = run_budget(empty, accountants=("rdp",), primary="rdp")
+    assert budget.release_epsilon == math.inf and budget.release_level == "none"
+    d = budget.to_dict()
+    assert d["unit"] == "none" and d["release"]["epsilon"] == "inf"
