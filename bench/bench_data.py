@@ -14,6 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import wfdb
+
+from ptbxl.check import check_dataset
+from ptbxl.dataset import load_arrays
+from ptbxl.demo import make_demo_dataset
+from ptbxl.layout import read_database
+
 
 def _timed(fn):
     t0 = time.perf_counter()
@@ -22,13 +30,6 @@ def _timed(fn):
 
 
 def run(data: Path, n: int | None, cache_dir: Path) -> dict:
-    import numpy as np
-    import wfdb
-
-    from ptbxl.check import check_dataset
-    from ptbxl.dataset import load_arrays
-    from ptbxl.layout import read_database
-
     meta = read_database(data)
     ids = meta.index.tolist()[: n or None]
     names = meta.loc[ids, "filename_lr"].tolist()
@@ -61,8 +62,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
-            from ptbxl.demo import make_demo_dataset
-
             data = make_demo_dataset(Path(tmp) / "demo", n_records=480, seed=0)
         result = run(data, args.n, Path(tmp) / "cache")
     if args.json:

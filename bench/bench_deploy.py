@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,9 +53,23 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # run as a script (or imported from bench/ as a top-level module)
     sys.path.insert(0, str(ROOT))
+
+from deploy.local import FLOWER_DEFAULT_POLLS, TUNED_POLLS, LocalDeployment  # noqa: E402
+from deploy.provision import ConsortiumSpec, provision_consortium  # noqa: E402
+from deploy.runstatus import read_status_file  # noqa: E402
+from deploy.sites import split_sites  # noqa: E402
+from fedecg.errors import FedECGError  # noqa: E402
+from server.rundir import RunDir  # noqa: E402
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}) (.*)$")
@@ -70,8 +85,6 @@ def write_scenario(path: Path, dataset: Path, *, rounds: int, preset: str, min_r
                    local_steps: int, batch_size: int, round_timeout: float, evaluate: str = "with-train") -> Path:
     """The bench scenario: partition by site (sites below ``min_records`` dropped: exactly the sites started),
     DP-SGD with a fixed sigma, one thread per site, no synthesis at the end."""
-    import yaml
-
     path.write_text(yaml.safe_dump({
         "name": "bench-deploy", "dataset": str(dataset), "rounds": rounds, "seed": 0,
         "partition": {"by": "site", "min_records": min_records, "tail": "drop"},
@@ -87,9 +100,6 @@ def write_scenario(path: Path, dataset: Path, *, rounds: int, preset: str, min_r
 def choose_sites(dataset: Path, out: Path, n_sites: int) -> tuple[dict[str, Path], int]:
     """Split ``dataset`` by recording site; the ``n_sites`` largest sites and the ``min_records`` that keeps
     exactly them in the server's partition."""
-    from deploy.sites import split_sites
-    from fedecg.errors import FedECGError
-
     folders = sorted(split_sites(dataset, out), key=lambda f: (-f.n_records, f.client_id))
     if len(folders) < n_sites:
         raise FedECGError(f"{dataset} has {len(folders)} recording sites, fewer than --sites {n_sites}")
@@ -291,7 +301,7 @@ def analyse(metrics: list[dict], site_logs: dict[str, str], probes: dict[str, di
 
 def plot(result: dict, path: Path) -> None:
     """Stacked bars, one per round and site: compute, startup, transfer, waiting."""
-    import matplotlib
+    import matplotlib  # only to draw the plot, with the Agg backend (no display)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -328,10 +338,6 @@ def plot(result: dict, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from deploy.local import FLOWER_DEFAULT_POLLS, TUNED_POLLS, LocalDeployment
-    from deploy.provision import ConsortiumSpec, provision_consortium
-    from fedecg.errors import FedECGError
-
     dataset = Path(args.dataset or os.environ.get("PTBXL_DIR", "")).expanduser()
     if not str(args.dataset or os.environ.get("PTBXL_DIR", "")) or not (dataset / "ptbxl_database.csv").is_file():
         raise FedECGError("name a PTB-XL-layout folder with --dataset DIR or $PTBXL_DIR")
@@ -366,9 +372,6 @@ def run(args: argparse.Namespace) -> dict:
         site_logs = {s: dep.procs[f"supernode-{s}"].log_text() for s in folders}
         worker_health = {s: dep.worker_health(s) for s in folders} if args.worker else {}
         superlink_log = dep.procs["superlink"].log_text()
-    from deploy.runstatus import read_status_file
-    from server.rundir import RunDir
-
     status = read_status_file(run_dir)
     metrics = RunDir(run_dir).metrics()  # one row per round (with-train evaluations merged in)
     probes = {}
@@ -399,8 +402,6 @@ def run(args: argparse.Namespace) -> dict:
 
 def reanalyse(path: Path) -> dict:
     """An earlier result with its per-round breakdown recomputed from the logs and metrics in its work folder."""
-    from server.rundir import RunDir
-
     result = json.loads(path.read_text())
     work = Path(result["work_dir"])
     metrics = RunDir(work / "run").metrics()
@@ -412,10 +413,6 @@ def reanalyse(path: Path) -> dict:
 
 
 def _declares_mode() -> bool:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
     keys = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {}).get("flwr", {}).get("app", {})
     return "mode" in keys.get("config", {})
 
@@ -459,8 +456,6 @@ def main(argv: list[str] | None = None) -> int:
         result = reanalyse(Path(args.reanalyse))
         out_dir, args.name = Path(args.reanalyse).parent, Path(args.reanalyse).stem
     else:
-        import signal
-
         def _term(signum, frame):  # noqa: ANN001 - SIGTERM stops every process the bench started, like Ctrl-C
             raise KeyboardInterrupt
 

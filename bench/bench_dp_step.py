@@ -38,19 +38,26 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":  # before torch loads (below): libgomp reads OMP_WAIT_POLICY only then
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from opacus import GradSampleModule, PrivacyEngine  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from bench.bench_model import _model_config, _setup, _train_step, resolve_preset  # noqa: E402
+from ptbxl.dataset import load_arrays  # noqa: E402
+from sssd.checkpoint import build_model  # noqa: E402
+from sssd.dp import average_draws, register_grad_samplers  # noqa: E402
+from sssd.losses import diffusion_loss  # noqa: E402
+from sssd.pretrained import load_base  # noqa: E402
 
 
 def _batch_from(dataset: str | None, batch: int, default):
     """(x, labels, demo, mask) of the first ``batch`` records of ``dataset`` (float32 tensors), or ``default``."""
     if not dataset:
         return default
-    import numpy as np
-    import torch
-
-    from ptbxl.dataset import load_arrays
-
     arrays = load_arrays(dataset).subset(range(batch))
     return tuple(torch.tensor(np.asarray(a[:batch]), dtype=torch.float32)
                  for a in (arrays.x, arrays.labels, arrays.demo, arrays.demo_mask))
@@ -60,21 +67,12 @@ def _load_init(model, init: str | None, cfg):
     """(model, description): ``model`` itself, or the base ``init`` names built by the one model builder."""
     if not init:
         return model, "random"
-    from sssd.checkpoint import build_model
-    from sssd.pretrained import load_base
-
     base = load_base(init, cfg)
     return build_model(cfg, base.state), f"{init} ({base.weights})"
 
 
 def _private(model, batch: int, data, lr: float = 2e-4, sigma: float = 1.0, clip: float = 1.0):
     """(GradSampleModule, DPOptimizer) over a loader that yields ``data`` as one batch of ``batch``."""
-    import torch
-    from opacus import PrivacyEngine
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from sssd.dp import register_grad_samplers
-
     register_grad_samplers()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loader = DataLoader(TensorDataset(*data), batch_size=batch)
@@ -89,11 +87,6 @@ def _private(model, batch: int, data, lr: float = 2e-4, sigma: float = 1.0, clip
 def _dp_train_step(model, sched, opt, g, cfg, data, amp: bool, batch: int) -> None:
     """What a site's DP step does: loss (bf16 autocast if ``amp``), backward, per-sample gradients to float32
     (``sssd.dp.average_draws``, K = 1), clip + noise + Adam (the DPOptimizer)."""
-    import torch
-
-    from sssd.dp import average_draws
-    from sssd.losses import diffusion_loss
-
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
         loss, _ = diffusion_loss(model, sched, *data, cfg.loss, g)
     opt.zero_grad(set_to_none=True)
@@ -105,8 +98,6 @@ def _dp_train_step(model, sched, opt, g, cfg, data, amp: bool, batch: int) -> No
 def time_steps(preset, blocks, channels, batch: int, threads: int, precision: str, warmup: int, repeats: int,
                dataset: str | None = None) -> dict[str, Any]:
     """Median wall / CPU-per-thread seconds of the plain and the DP-SGD step (same model size, batch, precision)."""
-    import torch
-
     torch.set_num_threads(threads)
     dev = torch.device("cpu")
     amp = precision == "bf16"
@@ -137,12 +128,6 @@ def time_steps(preset, blocks, channels, batch: int, threads: int, precision: st
 
 def per_sample_gradients(model, sched, cfg, data, t, noise, amp: bool):
     """Per-example gradients (B x d, float32) of the diffusion loss under Opacus' hooks, with fixed (t, noise)."""
-    import torch
-    from opacus import GradSampleModule
-
-    from sssd.dp import register_grad_samplers
-    from sssd.losses import diffusion_loss
-
     register_grad_samplers()
     gsm = GradSampleModule(model, loss_reduction="mean")
     with warnings.catch_warnings():
@@ -162,8 +147,6 @@ def per_sample_gradients(model, sched, cfg, data, t, noise, amp: bool):
 def gradient_error(preset, blocks, channels, batch: int, threads: int, init: str | None, dataset: str | None,
                    seed: int = 0) -> dict[str, Any]:
     """fp32 vs bf16-autocast per-sample gradients of one batch (see the module docstring)."""
-    import torch
-
     torch.set_num_threads(threads)
     cfg, model, sched, _, g, data = _setup(preset, blocks, channels, {"checkpoint_blocks": False}, batch,
                                            torch.device("cpu"))
@@ -221,7 +204,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"bench_dp_step: --precision takes fp32 and/or bf16, got {', '.join(bad)}")
     if args.dataset and not (Path(args.dataset) / "ptbxl_database.csv").is_file():
         raise SystemExit(f"bench_dp_step: --dataset {args.dataset} has no ptbxl_database.csv")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cfg = _model_config(preset, args.blocks, args.channels, None)
     doc: dict[str, Any] = {"benchmark": "dp_step", "preset": resolve_preset(preset, args.blocks, args.channels),
                            "num_blocks": cfg.num_blocks, "res_channels": cfg.res_channels, "batch": args.batch,

@@ -34,6 +34,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fedecg.rundir import RunLayout
+
 METRICS = (("beat_rate", "beat detectability"), ("inter_lead_correlation_error", "inter-lead correlation error"),
            ("hf_power_ratio", "high-frequency power ratio (syn / real)"),
            ("amplitude_ratio", "amplitude ratio (syn / real)"))
@@ -78,8 +80,6 @@ def _fedecg() -> list[str]:
 def run_arm(out: Path, eps: float, k: int, trainable: str, args) -> dict:
     """One arm: a fresh (or resumed, or already finished) run directory, then its fidelity and budget."""
     name = arm_name(eps, k, trainable)
-    from fedecg.rundir import RunLayout
-
     run_dir = out / name
     layout = RunLayout(run_dir)
     status = _read_json(layout.status_path)
@@ -152,7 +152,7 @@ def relative_to_nonprivate(rows: list[dict]) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # only to draw the plot, with the Agg backend (no display)
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt

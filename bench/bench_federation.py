@@ -18,7 +18,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
+from flwr.app import Array, ArrayRecord
+from rich.console import Console
+from rich.table import Table
+
+from client.training import train_local
+from fedecg.config import ScenarioConfig, load_scenario
+from fedecg.rundir import RunLayout
+from fedecg.wire import from_record, to_record
+from ptbxl.constants import TRAIN_FOLDS
+from ptbxl.dataset import load_arrays
+from ptbxl.demo import make_demo_dataset
+from ptbxl.layout import read_database
+from server.loop import initial_state
+from simulations.runner import simulate
 
 
 def _scenario(tmp: Path, dataset: Path, preset: str, steps: int, batch: int, dp: bool, rounds: int) -> Path:
@@ -35,15 +51,6 @@ def _scenario(tmp: Path, dataset: Path, preset: str, steps: int, batch: int, dp:
 
 def bench_local(dataset: Path, preset: str, steps: int, batch: int, dp: bool, repeats: int = 3) -> float:
     """Median seconds per local optimizer step at one site."""
-    import torch
-
-    from client.training import train_local
-    from fedecg.config import load_scenario
-    from ptbxl.constants import TRAIN_FOLDS
-    from ptbxl.dataset import load_arrays
-    from ptbxl.layout import read_database
-    from server.loop import initial_state
-
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_scenario(_scenario(Path(tmp), dataset, preset, steps, batch, dp, 1))
     meta = read_database(dataset)
@@ -62,13 +69,6 @@ def bench_local(dataset: Path, preset: str, steps: int, batch: int, dp: bool, re
 def bench_serialisation(preset: str, packed: bool = True, repeats: int = 5) -> tuple[float, float, int]:
     """(ms per message for the ArrayRecord + deflate + inflate + decode, MB on the wire, Flower objects per
     message) for the model's weights, in the packed wire form (fedecg.wire) or one Array per parameter."""
-    import numpy as np
-    from flwr.app import Array, ArrayRecord
-
-    from fedecg.config import ScenarioConfig
-    from fedecg.wire import from_record, to_record
-    from server.loop import initial_state
-
     cfg = ScenarioConfig.from_dict({"model": {"preset": preset}})
     state = initial_state(cfg)
     times, size, objects = [], 0, 0
@@ -90,9 +90,6 @@ def bench_serialisation(preset: str, packed: bool = True, repeats: int = 5) -> t
 
 
 def bench_round(dataset: Path, preset: str, steps: int, batch: int, engine: str, rounds: int = 2) -> dict:
-    from fedecg.rundir import RunLayout
-    from simulations.runner import simulate
-
     with tempfile.TemporaryDirectory() as tmp:
         scen = _scenario(Path(tmp), dataset, preset, steps, batch, False, rounds)
         t0 = time.perf_counter()
@@ -114,12 +111,6 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--no-ray", action="store_true")
     args = ap.parse_args()
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from ptbxl.demo import make_demo_dataset
-
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
         ds = make_demo_dataset(Path(tmp) / "ptbxl", n_records=args.records, n_sites=args.sites, seed=0)

@@ -36,6 +36,18 @@ import sys
 import time
 from typing import Any
 
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from fedecg.device import choose_device
+from fedecg.errors import FedECGError
+from sssd.config import model_preset
+from sssd.diffusion import Schedule
+from sssd.losses import diffusion_loss
+from sssd.model import SSSDDenoiser
+from sssd.sampling import FAST_SAMPLER, FAST_STEPS, ddim_timesteps, resolve_precision
+from sssd.sampling import sample as run_sampler  # measure() has a parameter named sample
+
 CHECKPOINT_ABOVE_BLOCKS = 12
 
 STANDARD_CONFIGS: tuple[dict[str, Any], ...] = (
@@ -47,8 +59,6 @@ STANDARD_CONFIGS: tuple[dict[str, Any], ...] = (
 
 
 def _model_config(preset: str | None, blocks: int | None, channels: int | None, overrides: dict | None):
-    from sssd.config import model_preset
-
     extra = dict(overrides or {})
     if blocks is not None:
         extra["num_blocks"] = blocks
@@ -87,11 +97,6 @@ def measure(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure one configuration in this process (see the module docstring for the fields)."""
-    import torch
-
-    from sssd.sampling import FAST_SAMPLER, FAST_STEPS, ddim_timesteps, resolve_precision
-    from sssd.sampling import sample as run_sampler
-
     torch.set_num_threads(threads)
     dev = _device(device)
     cfg, model, sched, opt, g, (x, labels, demo, mask) = _setup(preset, blocks, channels, overrides, batch, dev)
@@ -166,28 +171,18 @@ def measure(
 
 def _device(device: str):
     """torch.device for ``device`` (cpu, cuda, cuda:i); FedECGError in one line when CUDA is absent."""
-    from fedecg.device import choose_device
-    from fedecg.errors import FedECGError
-
     if device not in ("cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise FedECGError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     return choose_device(device)
 
 
 def _sync(dev) -> None:
-    import torch
-
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
 
 def _setup(preset, blocks, channels, overrides, batch: int, dev):
     """Model, schedule, Adam, generator and a fixed batch (x, labels, demo, mask) on ``dev``."""
-    import torch
-
-    from sssd.diffusion import Schedule
-    from sssd.model import SSSDDenoiser
-
     cfg = _model_config(preset, blocks, channels, overrides)
     model = SSSDDenoiser(cfg).to(dev)
     sched = Schedule.from_config(cfg, dev)
@@ -204,10 +199,6 @@ def _setup(preset, blocks, channels, overrides, batch: int, dev):
 
 def _train_step(model, sched, opt, g, cfg, data, amp: bool, dev) -> None:
     """fwd + bwd + Adam; ``amp``: bf16 autocast (CPU and CUDA)."""
-    import torch
-
-    from sssd.losses import diffusion_loss
-
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
         loss, _ = diffusion_loss(model, sched, *data, cfg.loss, g)
     opt.zero_grad(set_to_none=True)
@@ -229,9 +220,6 @@ def profile_train_step(
 ) -> str:
     """The torch.profiler table (top ``row_limit`` ops by self CPU time) of one training step after
     ``warmup`` untimed steps."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
     torch.set_num_threads(threads)
     dev = _device(device)
     cfg, model, sched, opt, g, data = _setup(preset, blocks, channels, overrides, batch, dev)
@@ -294,8 +282,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fedecg.errors import FedECGError
-
     try:
         _main(argv)
     except FedECGError as exc:

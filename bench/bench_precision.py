@@ -16,10 +16,13 @@ import os
 import time
 from pathlib import Path
 
+if __name__ == "__main__":  # before torch loads (pretraining.train): libgomp reads OMP_WAIT_POLICY only then
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pretraining.train import PretrainSettings, pretrain  # noqa: E402
+
 
 def run(preset: str, steps: int, batch: int, records: int, out: Path, threads: int) -> dict:
-    from pretraining.train import PretrainSettings, pretrain
-
     results = {}
     for precision in ("fp32", "bf16"):
         target = out / precision / "base.pt"
@@ -45,7 +48,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench-precision"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     res = run(args.preset, args.steps, args.batch, args.records, args.out, args.threads)
     fp, bf = res["fp32"]["history"], res["bf16"]["history"]
     rows = ["step   loss fp32   loss bf16   rel. diff"]
@@ -55,7 +57,7 @@ def main() -> None:
     rows.append(f"s/step: fp32 {res['fp32']['s_per_step']:.3f}, bf16 {res['bf16']['s_per_step']:.3f} "
                 f"({res['fp32']['s_per_step'] / res['bf16']['s_per_step']:.2f}x)")
     print("\n".join(rows))
-    import matplotlib
+    import matplotlib  # only to draw the plot, with the Agg backend (no display)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

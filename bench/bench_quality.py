@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
@@ -44,6 +45,33 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import flwr.common.logger  # noqa: F401  (quiet_flower: creates Flower's handler and level first)
+import numpy as np
+import torch
+
+import simulations
+from client.app import app as client_app
+from evaluation.realism import CRITERIA, realism_criteria, realism_metrics
+from evaluation.synthesize import SamplerSettings, conditions_like_dataset, generate
+from fedecg import protocol as P
+from fedecg.config import load_scenario
+from fedecg.device import torch_threads
+from fedecg.errors import FedECGError
+from fedecg.io import atomic_write_json
+from fedecg.rundir import RunLayout
+from fedecg.wire import from_record
+from ptbxl.constants import TRAIN_FOLDS
+from ptbxl.dataset import load_arrays
+from ptbxl.labels import LabelVocab
+from ptbxl.layout import read_database
+from ptbxl.partition import Manifest
+from ptbxl.signals import derive_12_leads
+from server.loop import ServerSettings, run_federation
+from server.prepare import prepare_run
+from simulations.inprocess import InProcessGrid
+from simulations.runner import simulated_node_configs  # each simulated site's own policy
+from sssd.checkpoint import save_checkpoint
+
 ARMS = ("scratch-dp", "scratch-nodp", "base-dp", "base-nodp")
 PANELS = (("beat_rate", "beat rate"), ("inter_lead_correlation_error", "ILC error (pooled)"),
           ("hf_power_ratio", "HF power ratio (syn / real)"), ("amplitude_ratio", "amplitude ratio (syn / real)"))
@@ -51,8 +79,6 @@ TABLE_KEYS = ("beat_rate", "inter_lead_correlation_error", "hf_power_ratio", "am
 
 
 def default_scenario() -> Path:
-    import simulations
-
     return Path(simulations.__file__).resolve().parent / "scenarios" / "demo.yaml"
 
 
@@ -79,8 +105,6 @@ def arm_overrides(arm: str, base: str, scratch_lr: float, scratch_steps: int, ro
 
 def planned_rounds(scenario: Path, extra: list[str], rounds: int, scratch_steps: int) -> dict[str, int]:
     """Rounds of from-base / from-scratch arms: the same number of local steps for both."""
-    from fedecg.config import load_scenario
-
     steps = load_scenario(scenario, ["output.synthesize=0", "init=none", *extra]).train.local_steps
     return {"base": rounds, "scratch": max(1, math.ceil(rounds * steps / scratch_steps)), "local_steps": steps}
 
@@ -91,13 +115,6 @@ def planned_rounds(scenario: Path, extra: list[str], rounds: int, scratch_steps:
 def training_reference(rd, max_real: int = 1000):
     """(real (N, 12, L) mV, description): up to ``max_real`` of the run's training records, drawn with the
     run's seed from the manifest's training ids (the idea of simulations.finish.write_fidelity)."""
-    import numpy as np
-
-    from fedecg.errors import FedECGError
-    from ptbxl.dataset import load_arrays
-    from ptbxl.partition import Manifest
-    from ptbxl.signals import derive_12_leads
-
     cfg = rd.read_config()
     manifest = Manifest.load(rd.manifest_path)
     pool = sorted(int(e) for c in manifest.clients for e in c.ecg_ids("train"))
@@ -113,10 +130,6 @@ class Evaluator:
     """Draws the synthetic set of one checkpoint and scores it against the run's training records."""
 
     def __init__(self, rd, n: int, sampler_steps: int, max_real: int, threads: int) -> None:
-        from evaluation.synthesize import SamplerSettings, conditions_like_dataset
-        from ptbxl.constants import TRAIN_FOLDS
-        from ptbxl.partition import Manifest
-
         cfg = rd.read_config()
         manifest = Manifest.load(rd.manifest_path)
         self.real, self.reference = training_reference(rd, max_real)
@@ -126,13 +139,6 @@ class Evaluator:
         self.threads = threads
 
     def __call__(self, checkpoint: Path) -> dict:
-        import numpy as np
-
-        from evaluation.realism import realism_criteria, realism_metrics
-        from evaluation.synthesize import generate
-        from fedecg.device import torch_threads
-        from fedecg.errors import FedECGError
-
         t0 = time.perf_counter()
         with torch_threads(self.threads if self.threads > 0 else None):
             syn, info = generate(checkpoint, self.conditions, self.settings)
@@ -157,10 +163,6 @@ def warm_site_caches(rd) -> None:
     """Read every site's records once into the run's array cache before the clock starts, so the first round's
     WFDB reading is not counted as training. Mirrors where simulated sites look (client.data._from_manifest:
     RUN_DIR/.cache, content-hashed); if that ever moves, the sites just read the records themselves."""
-    from ptbxl.dataset import load_arrays
-    from ptbxl.layout import read_database
-    from ptbxl.partition import Manifest
-
     manifest = Manifest.load(rd.manifest_path)
     meta = read_database(manifest.dataset)
     for client in manifest.clients:
@@ -171,13 +173,6 @@ def warm_site_caches(rd) -> None:
 
 def _round0_checkpoint(messages, cfg, path: Path) -> Path:
     """The weights round 1 starts from (what the server sent to the sites) as a checkpoint file."""
-    import torch
-
-    from fedecg import protocol as P
-    from fedecg.wire import from_record
-    from ptbxl.labels import LabelVocab
-    from sssd.checkpoint import save_checkpoint
-
     arrays = from_record(messages[0].content.array_records[P.ARRAYS])  # packed or named, checked
     sd = {k: torch.from_numpy(a.copy()) for k, a in arrays.items()}
     save_checkpoint(path, {"round": 0, "model_config": cfg.model.resolve().to_dict(), "state_dict": sd,
@@ -190,8 +185,6 @@ class _TimeUp(Exception):
 
 
 def _make_grid(client_app, n_clients: int, on_train, node_configs: list[dict]):
-    from simulations.inprocess import InProcessGrid
-
     class BenchGrid(InProcessGrid):
         """The in-process grid, calling ``on_train(messages)`` before it delivers a round's train messages
         (at that point the previous round's checkpoint is on disk)."""
@@ -212,11 +205,6 @@ def run_arm(name: str, scenario: Path, overrides: list[str], run_dir: Path, args
             entry: dict | None = None) -> dict:
     """Run one arm's federation, evaluating between rounds; fills and returns the arm's JSON entry
     (``entry``, updated in place so a caller saving it after every row sees the progress)."""
-    from client.app import app as client_app
-    from ptbxl.partition import Manifest
-    from server.loop import ServerSettings, run_federation
-    from server.prepare import prepare_run
-
     entry = {} if entry is None else entry
     entry.update({"overrides": overrides, "run_dir": str(run_dir), "rows": [], "status": "running"})
     t_prep = time.perf_counter()
@@ -276,8 +264,6 @@ def run_arm(name: str, scenario: Path, overrides: list[str], run_dir: Path, args
     settings = ServerSettings(run_dir=str(rd.path), run_name=rd.run_name(), simulation=True)
     clock["start"] = time.perf_counter()
     try:
-        from simulations.runner import simulated_node_configs  # each simulated site's own policy
-
         run_federation(_make_grid(client_app, n_clients, on_train, simulated_node_configs(rd)), settings)
         status = rd.status()
         if status.get("rounds_without_update"):
@@ -313,8 +299,6 @@ def _round_metrics(rd, rnd: int) -> dict:
 
 
 def machine_info(threads: int) -> dict:
-    import torch
-
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -336,13 +320,11 @@ def machine_info(threads: int) -> dict:
 
 
 def plot_quality(result: dict, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # only to draw the plot, with the Agg backend (no display)
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
-
-    from evaluation.realism import CRITERIA
 
     colours = {"scratch-dp": "tab:red", "scratch-nodp": "tab:orange", "base-dp": "tab:blue",
                "base-nodp": "tab:cyan"}
@@ -397,10 +379,6 @@ def format_table(result: dict) -> str:
 @contextlib.contextmanager
 def quiet_flower():
     """Flower's per-round INFO lines off (warnings stay), and no colour codes unless stderr is a terminal."""
-    import logging
-
-    import flwr.common.logger  # noqa: F401  (creates Flower's handler and level first)
-
     lg = logging.getLogger("flwr")
     level = lg.level
     colours = [(h, h.colored) for h in lg.handlers if hasattr(h, "colored")]
@@ -468,8 +446,6 @@ def main(argv: list[str] | None = None) -> dict:
     def log(msg: str) -> None:
         print(f"{datetime.now().strftime('%H:%M:%S')} {msg}", file=stream, flush=True)
 
-    from fedecg.rundir import RunLayout
-
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     for arm in arms:
@@ -481,8 +457,6 @@ def main(argv: list[str] | None = None) -> dict:
             if not RunLayout(d).config_path.exists() and any(d.iterdir()):
                 raise SystemExit(f"bench_quality: {d} is not a run directory; not removing it")
             shutil.rmtree(d)
-
-    from fedecg.device import torch_threads
 
     plan = planned_rounds(scenario, args.overrides, args.rounds, args.scratch_local_steps)
     result = {
@@ -502,8 +476,6 @@ def main(argv: list[str] | None = None) -> dict:
     json_path, png_path = out / "quality.json", out / "quality.png"
 
     def save() -> None:
-        from fedecg.io import atomic_write_json
-
         atomic_write_json(json_path, result)
 
     log(f"bench_quality: arms {', '.join(arms)}; {args.minutes:g} training min or {plan['base']} (from base) / "

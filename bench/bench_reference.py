@@ -41,6 +41,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -48,7 +49,16 @@ import types
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make `bench`, `sssd` importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.bench_model import _model_config, run_isolated  # noqa: E402
+from sssd.s4 import S4Layer  # noqa: E402
+
 CLONE_HINT = "git clone https://github.com/AI4HealthUOL/SSSD-ECG"
 # files of the reference this bench imports or reads, relative to its src/sssd
 REFERENCE_FILES = ("models/SSSD_ECG.py", "models/S4Model.py", "utils/util.py", "config/config_SSSD_ECG.json")
@@ -210,8 +220,6 @@ STRUCTURAL_NOTES = (
 
 def s4_output_notes(reference_outputs: list[dict | None]) -> list[str]:
     """How the S4 layers' output maps differ: the reference's (as built in its subprocess) against ours."""
-    from sssd.s4 import S4Layer
-
     ref = next((r for r in reference_outputs if r), None)
     if ref is None:
         return []
@@ -267,8 +275,6 @@ def format_table(rows: list[tuple[str, float | None, float | None, float | None,
 def _cpu_shims() -> list[str]:
     """What the reference needs to import and run on a CPU: tensor ``.cuda()`` as a no-op, and a stand-in for
     pytorch_lightning's ``rank_zero_only`` when that package is absent."""
-    import torch
-
     notes = []
     if not torch.cuda.is_available():
         torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
@@ -291,14 +297,10 @@ def measure_reference(src: str, wavenet: dict[str, Any], diffusion: dict[str, An
                       threads: int = 2, warmup: int = 1, repeats: int = 3, lr: float = OURS_LR,
                       sample_steps: int = 0, skip_train: bool = False, seed: int = 0) -> dict[str, Any]:
     """Time the reference's training step (and with ``sample_steps`` its DDPM sampling) in this process."""
-    import statistics
-
-    import torch
-    from torch import nn
-
     torch.set_num_threads(threads)
     shims = _cpu_shims()
     sys.path.insert(0, src)
+    # the reference's modules, from its checkout outside this repository (they need einops / opt_einsum)
     with contextlib.redirect_stdout(sys.stderr):  # the reference prints; stdout carries our JSON only
         util = importlib.import_module("utils.util")
         s4 = importlib.import_module("models.S4Model")
@@ -384,8 +386,6 @@ def run_reference_isolated(what: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def _run_ours(what: str, **kwargs: Any) -> dict[str, Any]:
-    from bench.bench_model import run_isolated
-
     try:
         return run_isolated(**kwargs)
     except RuntimeError as exc:
@@ -397,8 +397,6 @@ def _run_ours(what: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def compare(args: argparse.Namespace, src: Path, dep_notes: list[str]) -> dict[str, Any]:
-    from bench.bench_model import _model_config
-
     t0 = time.perf_counter()
     load_start = [round(v, 2) for v in os.getloadavg()]
     ref_cfg = read_reference_config(src)
@@ -543,8 +541,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    if str(REPO_ROOT) not in sys.path:  # run as a script: make `bench`, `sssd` importable
-        sys.path.insert(0, str(REPO_ROOT))
     args = _parser().parse_args(argv)
     try:
         if args.child_reference:

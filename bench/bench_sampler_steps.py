@@ -45,6 +45,36 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
+from scipy.stats import wasserstein_distance
+
+if __package__ in (None, ""):  # run as a script: make the repository importable (bench.bench_quality)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_quality import machine_info  # noqa: E402
+from evaluation import fidelity  # noqa: E402
+from evaluation.realism import (  # noqa: E402
+    CRITERIA,
+    RhythmConfig,
+    beat_features,
+    hf_power_share,
+    realism_metrics,
+    robust_amplitude,
+)
+from evaluation.synthesize import conditions_like_dataset  # noqa: E402
+from fedecg.io import atomic_write_json  # noqa: E402
+from ptbxl.constants import HELDOUT_FOLDS, TRAIN_FOLDS  # noqa: E402
+from ptbxl.dataset import load_arrays  # noqa: E402
+from ptbxl.demographics import encode_demographics  # noqa: E402
+from ptbxl.labels import LabelVocab  # noqa: E402
+from ptbxl.layout import read_database  # noqa: E402
+from ptbxl.signals import derive_12_leads  # noqa: E402
+from sssd.checkpoint import build_model  # noqa: E402
+from sssd.config import ModelConfig  # noqa: E402
+from sssd.diffusion import Schedule  # noqa: E402
+from sssd.pretrained import load_base  # noqa: E402
+from sssd.s4 import cached_kernels  # noqa: E402
+from sssd.sampling import _ddim_loop, ddim_timesteps, dpmpp2m_loop, resolve_precision, sample  # noqa: E402
 
 KEYS = ("beat_rate", "inter_lead_correlation_error", "hf_power_ratio", "amplitude_ratio", "heart_rate_distance")
 LABELS = {"beat_rate": "beat rate", "inter_lead_correlation_error": "ILC error (pooled)",
@@ -58,9 +88,6 @@ ARMS = ("ddpm", "ddim-eta1", "ddim-eta0", "dpmpp2m", "dpmpp2m-sde")
 
 def ecg_features(x: np.ndarray, fs: float = 100.0) -> dict[str, np.ndarray]:
     """Per-ECG quantities behind ``realism_metrics`` (its building blocks), for the bootstrap."""
-    from evaluation import fidelity
-    from evaluation.realism import RhythmConfig, beat_features, hf_power_share, robust_amplitude
-
     cfg = RhythmConfig()
     b = beat_features(x, fs, cfg)
     return {"regular": b["regular"].astype(np.float64), "hr": b["hr_bpm"],
@@ -71,8 +98,6 @@ def ecg_features(x: np.ndarray, fs: float = 100.0) -> dict[str, np.ndarray]:
 def aggregate(real: dict, syn: dict, r_idx: np.ndarray | None = None, s_idx: np.ndarray | None = None) -> dict:
     """The five metrics of ``KEYS`` from per-ECG features (optionally of resampled ECGs), as realism_metrics
     defines them; NaN where undefined."""
-    from scipy.stats import wasserstein_distance
-
     r = real if r_idx is None else {k: v[r_idx] for k, v in real.items()}
     s = syn if s_idx is None else {k: v[s_idx] for k, v in syn.items()}
 
@@ -118,11 +143,6 @@ def ci95(v: np.ndarray) -> list[float] | None:
 def heldout_reference(data: Path, max_real: int, seed: int) -> tuple[np.ndarray, str]:
     """Folds 9-10 of ``data`` (at most ``max_real``, drawn with ``seed``), (N, 12, L) mV, as
     ``simulations.finish.write_fidelity``'s held-out reference."""
-    from ptbxl.constants import HELDOUT_FOLDS
-    from ptbxl.dataset import load_arrays
-    from ptbxl.layout import read_database
-    from ptbxl.signals import derive_12_leads
-
     meta = read_database(data)
     pool = sorted(int(e) for e in meta.index[meta["strat_fold"].isin(HELDOUT_FOLDS)])
     if not pool:
@@ -135,11 +155,6 @@ def heldout_reference(data: Path, max_real: int, seed: int) -> tuple[np.ndarray,
 
 def load_model(spec: str):
     """(model in eval mode, its ModelConfig, the Base) from ``sssd.pretrained.load_base`` (EMA weights)."""
-
-    from sssd.checkpoint import build_model
-    from sssd.config import ModelConfig
-    from sssd.pretrained import load_base
-
     base = load_base(spec)
     cfg = ModelConfig.from_dict(base.model_config)
     return build_model(cfg, base.state).eval(), cfg, base
@@ -148,13 +163,6 @@ def load_model(spec: str):
 def encoded_conditions(data: Path, n: int, seed: int):
     """Labels, demographics and mask (torch) of ``n`` training-fold rows of ``data`` (as
     ``evaluation.synthesize.generate`` encodes them, with the default label vocabulary)."""
-    import torch
-
-    from evaluation.synthesize import conditions_like_dataset
-    from ptbxl.constants import TRAIN_FOLDS
-    from ptbxl.demographics import encode_demographics
-    from ptbxl.labels import LabelVocab
-
     cond = conditions_like_dataset(data, n, seed=seed, folds=TRAIN_FOLDS)
     labels = LabelVocab.default().encode_many(cond.scp_codes)
     demo, mask = encode_demographics(cond.demographics)
@@ -165,10 +173,6 @@ def draw(model, sched, conditions, sampler: str, steps: int, eta: float, seed: i
          precision: str = "auto") -> np.ndarray:
     """One seeded sampling run over all conditions, (N, 12, L) mV, in batches (one generator: the first
     batch's x_T is the same for every arm)."""
-    import torch
-
-    from sssd.sampling import sample
-
     gen = torch.Generator().manual_seed(seed)
     labels, demo, mask = conditions
     out = []
@@ -198,8 +202,6 @@ def plan(steps: list[int], eta0_steps: list[int], T: int, only: set[str] | None)
 
 def evaluate_points(result: dict, real_feat: dict, idx, out: Path) -> None:
     """Metrics, own intervals, DDPM-200 comparison of every point with ECGs on disk (fills ``result``)."""
-    from evaluation.realism import realism_metrics
-
     real = result["_real"]
     boots = {}
     for name, point in result["points"].items():
@@ -238,11 +240,6 @@ def choose_default(result: dict, arm: str = "dpmpp2m") -> int | None:
 def ode_check(model, sched, conditions, ks: list[int], n: int, seed: int) -> dict:
     """Relative L2 error (model units, fp32, conditional, guidance 1) of the deterministic samplers at k steps
     against DPM-Solver++(2M) on all T steps, from the same x_T."""
-    import torch
-
-    from sssd.s4 import cached_kernels
-    from sssd.sampling import _ddim_loop, ddim_timesteps, dpmpp2m_loop
-
     labels, demo, mask = (c[:n] for c in conditions)
     cfg, T = model.cfg, sched.T
     x_t = torch.randn(n, cfg.out_channels, cfg.seq_len, generator=torch.Generator().manual_seed(seed))
@@ -299,12 +296,10 @@ def format_table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # only to draw the plot, with the Agg backend (no display)
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from evaluation.realism import CRITERIA
 
     styles = {"ddim-eta1": ("tab:blue", "o", "DDIM, eta = 1"), "ddim-eta0": ("tab:orange", "s", "DDIM, eta = 0"),
               "dpmpp2m": ("tab:green", "^", "DPM-Solver++(2M)"),
@@ -391,13 +386,6 @@ def main(argv: list[str] | None = None) -> dict:
     only = None if args.only is None else {a.strip() for a in args.only.split(",") if a.strip()}
     if only is not None and not only <= set(ARMS):
         raise SystemExit(f"bench_sampler_steps: unknown arm(s) {sorted(only - set(ARMS))} (choose from {ARMS})")
-    import torch
-
-    from bench.bench_quality import machine_info
-    from fedecg.io import atomic_write_json
-    from sssd.diffusion import Schedule
-    from sssd.sampling import resolve_precision
-
     torch.set_num_threads(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
