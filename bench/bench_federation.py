@@ -54,13 +54,16 @@ def bench_local(dataset: Path, preset: str, steps: int, batch: int, dp: bool, re
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_scenario(_scenario(Path(tmp), dataset, preset, steps, batch, dp, 1))
     meta = read_database(dataset)
-    arrays = load_arrays(dataset, list(meta.index[meta["strat_fold"].isin(TRAIN_FOLDS)])[:64])
+    ids = list(meta.index[meta["strat_fold"].isin(TRAIN_FOLDS)])[:64]
+    arrays = load_arrays(dataset, ids)
+    patients = (meta.loc[arrays.ecg_ids, "patient_id"].to_numpy() if "patient_id" in meta.columns
+                else None)  # dp.unit patient: DP-SGD samples patients
     state = initial_state(cfg)
     times = []
     for r in range(repeats + 1):
         t0 = time.perf_counter()
         train_local(state, arrays, cfg, server_round=r + 1, site="bench", device=torch.device("cpu"),
-                    noise_multiplier=1.0 if dp else None)
+                    noise_multiplier=1.0 if dp else None, patient_ids=patients)
         if r > 0:  # first call warms up
             times.append((time.perf_counter() - t0) / steps)
     return statistics.median(times)
