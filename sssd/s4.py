@@ -227,6 +227,11 @@ def kernel_vjp(layer: S4DConv, dk: torch.Tensor) -> tuple[torch.Tensor, ...]:
     dC = 2 conj(S0 (z - 1)/A); with P = sum_k (dw/dA S0 + w dt S1): dA_real = 2 Re P, dA_imag = -2 Im P;
     d dt = 2 Re sum_(k,n) (C z S0 + w A S1). This replaces a batched autograd pass through the kernel (vmap
     over B cotangents), which cost more than the rest of the DP-SGD step's per-sample gradients together."""
+    with torch.autocast(device_type=dk.device.type, enabled=False):  # float32 throughout, whoever calls it
+        return _kernel_vjp(layer, dk)
+
+
+def _kernel_vjp(layer: S4DConv, dk: torch.Tensor) -> tuple[torch.Tensor, ...]:
     b, kk, h, length = dk.shape
     dt = torch.exp(layer.log_dt.float())  # (H,)
     a_real = -torch.exp(layer.log_A_real.float())
