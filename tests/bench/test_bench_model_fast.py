@@ -53,10 +53,9 @@ def test_profile_table_lists_ops_by_self_cpu_time():
 
 
 def test_bootstrap_statistics_equal_realism_metrics_and_intervals_bracket_them():
-    from tests._evaluation_ecgs import toy_ecgs
-
     from bench.bench_sampler_steps import aggregate, bootstrap, bootstrap_indices, ci95, ecg_features
     from evaluation.realism import realism_metrics
+    from tests._evaluation_ecgs import toy_ecgs
 
     real = toy_ecgs(24, hr_bpm=65, seed=1).astype(np.float64)
     syn = toy_ecgs(12, hr_bpm=80, seed=2, noise_mv=0.05).astype(np.float64)

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.classifier import (
     ClassifierConfig,
@@ -17,6 +16,7 @@ from evaluation.classifier import (
 )
 from evaluation.leads import to_model_view
 from fedecg.errors import FedECGError
+from tests._evaluation_ecgs import toy_ecgs
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation import synthesize
 from evaluation.counterfactual import SWEEPS, counterfactual_effects
+from tests._evaluation_ecgs import toy_ecgs
 
 
 def _fake_generate(checkpoint, conditions, settings, device=None):

@@ -3,10 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.ecgset import ECGSet, condition_keys, demographics, load_ecg_set, superclass_targets
 from fedecg.errors import FedECGError
+from tests._evaluation_ecgs import toy_ecgs
 
 
 @pytest.fixture(scope="module")

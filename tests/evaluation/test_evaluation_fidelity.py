@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation import fidelity
 from fedecg.errors import FedECGError
+from tests._evaluation_ecgs import toy_ecgs
 
 
 @pytest.fixture(scope="module")

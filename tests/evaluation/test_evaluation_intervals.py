@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.intervals import MEASURES, compare_distributions, ecg_measures
+from tests._evaluation_ecgs import toy_ecgs
 
 
 def test_heart_rate_of_toy_ecgs_is_recovered():

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.plots import paper_size_mm, plot_ecg, plot_ecg_grid
 from fedecg.errors import FedECGError
+from tests._evaluation_ecgs import toy_ecgs
 
 
 def test_paper_is_25_mm_per_second_wide():

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.realism import (
     CRITERIA,
@@ -17,6 +16,7 @@ from evaluation.realism import (
     realism_summary,
 )
 from fedecg.errors import FedECGError
+from tests._evaluation_ecgs import toy_ecgs
 
 FS = 100.0
 KEYS = (

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tests._evaluation_ecgs import toy_ecgs
 from typer.testing import CliRunner
 
 from evaluation.classifier import ClassifierConfig
 from evaluation.ecgset import ECGSet
 from evaluation.report import FidelityConfig, fidelity_report
+from tests._evaluation_ecgs import toy_ecgs
 
 HEADLINE = ("inter_lead_correlation_error", "snr_db", "fid")
 _TINY = ClassifierConfig(width=4, emb_dim=8, epochs=1, batch_size=16)

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tests._evaluation_ecgs import toy_ecgs
 
 from evaluation.classifier import ClassifierConfig
 from evaluation.ecgset import ECGSet
 from evaluation.utility import UtilityConfig, run_utility, utility_experiment, write_utility
 from fedecg.errors import FedECGError
+from tests._evaluation_ecgs import toy_ecgs
 
 _TINY = ClassifierConfig(width=4, emb_dim=8, batch_size=16)
 
